@@ -1,0 +1,105 @@
+//! CPU feature detection, done once. SIMD kernels are chosen at run time from `SimdLevel`, never
+//! from compile-time `target-cpu` flags, so one binary runs on every machine of its architecture.
+//!
+//! `EDGETUNE_SIMD=scalar|avx2|avx512|neon` caps the level (for tests and for bisecting a bad
+//! kernel); it can lower the level, never raise it above what the CPU has.
+
+use std::sync::OnceLock;
+
+/// Instruction-set levels that kernels specialise for. On x86-64, `Avx2` means AVX2 + FMA + F16C,
+/// `Avx512` means AVX-512 F/BW/VL on top of that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SimdLevel {
+    Scalar,
+    Avx2,
+    Avx512,
+    Neon,
+}
+
+impl SimdLevel {
+    pub fn name(self) -> &'static str {
+        match self {
+            SimdLevel::Scalar => "scalar",
+            SimdLevel::Avx2 => "avx2",
+            SimdLevel::Avx512 => "avx512",
+            SimdLevel::Neon => "neon",
+        }
+    }
+
+    fn from_name(s: &str) -> Option<SimdLevel> {
+        [
+            SimdLevel::Scalar,
+            SimdLevel::Avx2,
+            SimdLevel::Avx512,
+            SimdLevel::Neon,
+        ]
+        .into_iter()
+        .find(|l| l.name().eq_ignore_ascii_case(s.trim()))
+    }
+}
+
+/// Every level this CPU can run, lowest first (always starts with `Scalar`). Tests run each kernel
+/// at each of these.
+pub fn available_levels() -> &'static [SimdLevel] {
+    static LEVELS: OnceLock<Vec<SimdLevel>> = OnceLock::new();
+    LEVELS.get_or_init(|| {
+        #[allow(unused_mut)]
+        let mut v = vec![SimdLevel::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+            {
+                v.push(SimdLevel::Avx2);
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                {
+                    v.push(SimdLevel::Avx512);
+                }
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if std::arch::is_aarch64_feature_detected!("neon") {
+                v.push(SimdLevel::Neon);
+            }
+        }
+        v
+    })
+}
+
+/// The level kernels use: the best available one, capped by `EDGETUNE_SIMD` if set.
+pub fn simd_level() -> SimdLevel {
+    static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        let levels = available_levels();
+        let best = *levels.last().unwrap_or(&SimdLevel::Scalar);
+        match std::env::var("EDGETUNE_SIMD")
+            .ok()
+            .and_then(|s| SimdLevel::from_name(&s))
+        {
+            // The highest available level not above the cap (levels of the other architecture
+            // never appear in `levels`).
+            Some(cap) => levels
+                .iter()
+                .copied()
+                .filter(|l| *l <= cap)
+                .last()
+                .unwrap_or(SimdLevel::Scalar),
+            None => best,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalar_is_always_available_and_chosen_level_is_available() {
+        assert_eq!(available_levels()[0], SimdLevel::Scalar);
+        assert!(available_levels().contains(&simd_level()));
+    }
+}

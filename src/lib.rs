@@ -1,0 +1,16 @@
+//! edgetune: an embedded, on-device fine-tuning runtime for LLMs.
+//!
+//! Modules in pipeline order (see DESIGN.md): `gguf` maps and validates model files and writes new
+//! ones; `quant` decodes and encodes ggml block formats and NF4; later stages (tokenizer, model,
+//! data, adapters, optim, train) build on these. The CLI in `src/bin/edgetune` is a thin shell over
+//! the library.
+
+pub mod cpu;
+pub mod error;
+pub mod gguf;
+pub mod npy;
+pub mod quant;
+pub mod quantize;
+pub mod util;
+
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! bitsandbytes' 8-bit dynamic maps and blockwise 8-bit quantization. STUB.

@@ -1,0 +1,1 @@
+//! NF4 (bitsandbytes 4-bit NormalFloat) with optional double quantization. STUB.
