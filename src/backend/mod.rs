@@ -1,0 +1,42 @@
+//! The backend seam (DESIGN.md decision 9): the heavy operations the model and the adapters call.
+//! The CPU backend (`cpu`) is primary and works everywhere; an optional GPU backend can implement the
+//! same trait later without touching the model or the adapters.
+//!
+//! Layout conventions: activations are row-major `[rows, cols]` f32 slices. A weight `W` is a
+//! logical weight of the model file with GGUF dims `ne = [n_in, n_out]`, i.e. row-major
+//! `[n_out, n_in]` (PyTorch's `nn.Linear.weight` layout); row `o` holds the `n_in` inputs of output `o`.
+//! STUB: the CPU implementation comes with the kernel work.
+
+use crate::error::Result;
+use crate::weights::WeightData;
+
+/// A weight as the backend sees it: a zero-copy view plus its logical shape.
+pub struct LinearWeight<'a> {
+    pub data: WeightData<'a>,
+    /// Inputs per output (GGUF `ne[0]`).
+    pub n_in: usize,
+    /// Outputs (GGUF `ne[1]`).
+    pub n_out: usize,
+}
+
+/// Heavy operations. Every method is deterministic for a given thread count.
+pub trait Backend: Send + Sync {
+    /// `y[m, n_out] = x[m, n_in] · Wᵀ` (overwrites `y`).
+    fn linear_forward(&self, x: &[f32], m: usize, w: &LinearWeight, y: &mut [f32]) -> Result<()>;
+
+    /// `dx[m, n_in] += dy[m, n_out] · W` (accumulates into `dx`, as every backward does).
+    fn linear_backward_input(&self, dy: &[f32], m: usize, w: &LinearWeight, dx: &mut [f32]) -> Result<()>;
+
+    /// Dense f32 GEMM: `c[m, n] = beta·c + a[m, k] · bᵀ` with `b` row-major `[n, k]`.
+    fn gemm_nt(&self, a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize, beta: f32);
+
+    /// Dense f32 GEMM: `c[m, n] = beta·c + a[m, k] · b` with `b` row-major `[k, n]`.
+    fn gemm_nn(&self, a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize, beta: f32);
+
+    /// Dense f32 GEMM: `c[m, n] = beta·c + aᵀ · b` with `a` row-major `[k, m]`, `b` row-major `[k, n]`
+    /// (weight gradients: `dW = dyᵀ · x`).
+    fn gemm_tn(&self, a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize, beta: f32);
+
+    /// Threads this backend uses.
+    fn threads(&self) -> usize;
+}
