@@ -6,12 +6,14 @@
 //! the library.
 
 pub mod backend;
+pub mod chat;
 pub mod cpu;
 pub mod error;
 pub mod gguf;
 pub mod npy;
 pub mod quant;
 pub mod quantize;
+pub mod tokenizer;
 pub mod util;
 pub mod weights;
 

@@ -1,0 +1,114 @@
+//! Recovering BPE merges from a SentencePiece vocabulary, the way transformers does when a GGUF
+//! file has no `tokenizer.ggml.merges` (`generate_merges` in tokenization_utils_base.py).
+//!
+//! Every token that can be cut into two tokens yields one merge per cut. Merges are ranked by the
+//! token's priority (highest first), then by longer left piece, then longer right piece; ties keep
+//! the order of generation: tokens in vocabulary order (first occurrence), cuts of one token by
+//! the ids of their pieces. Lengths are counted in characters, as Python does.
+
+use std::collections::{HashMap, HashSet};
+
+/// How a token's priority is decided.
+#[derive(Clone, Copy, Debug)]
+pub enum Priority<'a> {
+    /// `tokenizer.ggml.scores`: higher score merges first.
+    Scores(&'a [f32]),
+    /// Vocabulary order: a lower id merges first (Gemma, whose scores do not follow merge order).
+    Position,
+}
+
+/// One candidate merge: where it comes from and its sort key.
+struct Candidate {
+    score: f64,
+    left_chars: u32,
+    right_chars: u32,
+    token: u32,
+    split: u32,
+}
+
+/// The merges implied by `tokens`, best first, as (left, right) strings.
+pub fn merges_from_vocab(tokens: &[String], priority: Priority<'_>) -> Vec<(String, String)> {
+    // A Python dict built from the list keeps the last id of a repeated string but the position
+    // of its first occurrence; mirror both.
+    let mut last_id: HashMap<&str, u32> = HashMap::with_capacity(tokens.len());
+    for (i, t) in tokens.iter().enumerate() {
+        last_id.insert(t.as_str(), i as u32);
+    }
+    let has_repeats = last_id.len() != tokens.len();
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut candidates: Vec<Candidate> = Vec::with_capacity(tokens.len() * 2);
+    let mut local: Vec<(u32, u32, Candidate)> = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        if has_repeats && !seen.insert(token.as_str()) {
+            continue; // a repeat: the first occurrence already produced this token's merges
+        }
+        let last = last_id[token.as_str()];
+        let score = match priority {
+            Priority::Scores(s) => f64::from(s[last as usize]),
+            Priority::Position => -f64::from(last),
+        };
+        let total_chars = token.chars().count() as u32;
+        local.clear();
+        for (left_chars, (split, _)) in token.char_indices().enumerate().skip(1) {
+            let (l, r) = token.split_at(split);
+            if let (Some(&vl), Some(&vr)) = (last_id.get(l), last_id.get(r)) {
+                let c = Candidate {
+                    score,
+                    left_chars: left_chars as u32,
+                    right_chars: total_chars - left_chars as u32,
+                    token: i as u32,
+                    split: split as u32,
+                };
+                local.push((vl, vr, c));
+            }
+        }
+        local.sort_by_key(|&(vl, vr, _)| (vl, vr));
+        candidates.extend(local.drain(..).map(|(_, _, c)| c));
+    }
+    // Stable sort, descending on (score, left length, right length).
+    candidates.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(b.left_chars.cmp(&a.left_chars))
+            .then(b.right_chars.cmp(&a.right_chars))
+    });
+    candidates
+        .iter()
+        .map(|c| {
+            let (l, r) = tokens[c.token as usize].split_at(c.split as usize);
+            (l.to_owned(), r.to_owned())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn position_priority_orders_by_id_then_longer_left() {
+        let t = toks(&["a", "b", "c", "abc", "ab", "bc"]);
+        let m = merges_from_vocab(&t, Priority::Position);
+        let m: Vec<(&str, &str)> = m.iter().map(|(l, r)| (l.as_str(), r.as_str())).collect();
+        assert_eq!(m, [("ab", "c"), ("a", "bc"), ("a", "b"), ("b", "c")]);
+    }
+
+    #[test]
+    fn score_ties_keep_vocabulary_order_and_lengths_count_chars() {
+        // "é" is one character but two bytes: counted in bytes it would sort before "a".
+        let t = toks(&["a", "c", "é", "ac", "éc", "éc"]);
+        let scores = [0.0, 0.0, 0.0, 1.0, 1.0, 2.0];
+        let m = merges_from_vocab(&t, Priority::Scores(&scores));
+        let m: Vec<(&str, &str)> = m.iter().map(|(l, r)| (l.as_str(), r.as_str())).collect();
+        // The repeated "éc" keeps its first position but takes the last score.
+        assert_eq!(m, [("é", "c"), ("a", "c")]);
+        let scores = [0.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+        let m = merges_from_vocab(&t, Priority::Scores(&scores));
+        let m: Vec<(&str, &str)> = m.iter().map(|(l, r)| (l.as_str(), r.as_str())).collect();
+        assert_eq!(m, [("a", "c"), ("é", "c")]);
+    }
+}
