@@ -367,6 +367,104 @@ def chat_fixture(name: str, tok, template: str, out: Path):
           f"{sum('error' in r for r in records)} errors")
 
 
+# Templates that exercise the Jinja features real chat templates use, rendered over one
+# conversation whose message keys are deliberately not in alphabetical order.
+FEATURE_MESSAGES = json.dumps([
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "  Hello, world! ", "name": "bob", "extra": None},
+    {
+        "role": "assistant",
+        "content": "Hi <b>there</b> & 'friends' \"x\" \u00e9\u00a0\t",
+        "tool_calls": [{"type": "function", "function": {
+            "name": "get_weather", "arguments": {"city": "Zürich", "days": 3, "units": None, "ratio": 0.5}}}],
+        "reasoning_content": "think...",
+    },
+    {"role": "user", "content": "Done\n"},
+], ensure_ascii=False)
+
+FEATURE_TEMPLATES = {
+    "tojson": (
+        "{{ messages|tojson }}|{{ messages[0]|tojson(indent=2) }}|"
+        "{{ {'b': 1, 'a': [1.5, 0.1 + 0.2, 10 / 4, 10 / 5, 1e-7, 1e16, 123456789.125, true, none, 'q\"', {}]}|tojson }}|"
+        "{{ {'b': 1, 'a': 2}|tojson(sort_keys=true) }}|{{ [1, 2]|tojson(separators=(',', ':')) }}|"
+        "{{ messages[2].content|tojson(ensure_ascii=true) }}|{{ [[], {}, [1]]|tojson(indent=1) }}|"
+        "{{ messages[2].tool_calls[0].function.arguments|tojson }}"
+    ),
+    "strings": (
+        "{% for m in messages %}{{ m.content.strip() }}|{{ m.content.split(' ') }}|{{ m.content.startswith('He') }}|"
+        "{{ m.content.upper() }}|{{ m.content.title() }}|{{ m.content.replace('l', 'L') }}|{{ m.content.lstrip() }}|"
+        "{{ m.content.rstrip('! ') }}|{{ m.content|trim }}|{{ m.content|length }}|{{ m['role']|capitalize }}\n{% endfor %}"
+    ),
+    "control": (
+        "{% set ns = namespace(found=false, n=0) %}{% for m in messages %}{% if m.role == 'system' %}"
+        "{% set ns.found = true %}{% continue %}{% endif %}{% if loop.index > 3 %}{% break %}{% endif %}"
+        "{% set ns.n = ns.n + 1 %}{{ loop.index0 }}:{{ m.role }}{{ ',' if not loop.last }}{% endfor %} "
+        "found={{ ns.found }} n={{ ns.n }} {{ messages[1:]|length }} {{ messages[-1].role }} "
+        "{{ messages|selectattr('role', 'equalto', 'user')|list|length }} {{ messages|map(attribute='role')|join('/') }} "
+        "{% if tools is none %}no tools{% endif %} {% if documents is defined %}docs defined{% endif %} "
+        "{{ bos_token }}{{ eos_token }}{{ pad_token }}{{ unk_token }} [{{ undefined_var }}] {{ undefined_var is defined }} "
+        "{{ add_generation_prompt }} {% if messages[1].name is defined %}{{ messages[1].name }}{% endif %} "
+        "{{ 'extra' in messages[1] }} {{ messages[2].thinking }}/{{ messages[2].reasoning_content }}"
+    ),
+    "values": (
+        "{% for m in messages %}{% for k, v in m.items() %}{{ k }}={{ v }};{% endfor %}\n{% endfor %}"
+        "{{ [1, 'a', none, true, 2.5, \"it's\"] }} {{ {'k': 'v', 'n': none} }} {{ none }} {{ true }} {{ false }} "
+        "{{ 1.0 }} {{ 3 / 2 }} {{ 7 // 2 }} {{ 7 % 3 }} {{ 2 ** 10 }} {{ 'a' ~ 1 }} {{ 'ab' + 'cd' }} {{ -0.0 }} {{ 1e20 }}"
+    ),
+    "macros_filters": (
+        "{% macro fmt(m) %}<{{ m.role }}>{{ m.content|e }}</{{ m.role }}>{% endmacro %}"
+        "{% for m in messages %}{{ fmt(m) }}{% endfor %}|{{ messages|length }}|{{ (messages|first).role }}|"
+        "{{ (messages|last).content|trim }}|{{ messages|map(attribute='content')|map('length')|list }}|"
+        "{{ 'x'|default('d') }}{{ nothing|default('d') }}|{{ [3, 1, 2]|sort }}|{{ 'a,b'.split(',')|join('+') }}|"
+        "{{ messages[2].content|escape }}|{{ 3.7|int }}|{{ '5'|int + 1 }}|{{ 42|string ~ '!' }}|{{ [1, 2, 3]|sum }}"
+    ),
+    "whitespace": (
+        "{% for m in messages %}\n    {% if m.role == 'user' %}\nUser: {{ m.content }}\n    {% else %}\n"
+        "Other: {{ m.content }}\n    {% endif %}\n{% endfor %}\n{%- if add_generation_prompt %}\nAssistant:\n{% endif %}\n"
+    ),
+    "raise": "{% if messages|length > 2 %}{{ raise_exception('Too many messages: ' ~ messages|length) }}{% endif %}ok",
+}
+
+
+def feature_fixture(tok, out: Path):
+    messages = json.loads(FEATURE_MESSAGES)
+    records = []
+    for name, template in FEATURE_TEMPLATES.items():
+        for add_generation_prompt in (False, True):
+            rec = {"name": name, "template": template, "messages_json": FEATURE_MESSAGES,
+                   "add_generation_prompt": add_generation_prompt}
+            try:
+                rec["rendered"] = tok.apply_chat_template(
+                    messages, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
+                )
+            except Exception as e:
+                rec["error"] = f"{type(e).__name__}: {e}"
+            records.append(rec)
+    with open(out / "chat_features.jsonl", "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    print(f"chat_features: {sum('rendered' in r for r in records)} renderings, "
+          f"{sum('error' in r for r in records)} errors")
+
+    from datetime import datetime, timezone
+
+    stamps = [0, 951782400, 1709251199, 4102444800, 1735689600, -86400, 1234567890, 1700000000]
+    formats = ["%d %b %Y", "%-d %B %Y", "%A, %B %e %Y", "%Y-%m-%d %H:%M:%S", "%I:%M %p", "%-I:%-M %p",
+               "%j %u %w %y", "%F %T %Z %z %%", "%a %h %-m/%-d", "%Y%m%dT%H%M%S"]
+    rows = [[t, f, datetime.fromtimestamp(t, timezone.utc).strftime(f)] for t in stamps for f in formats]
+    # Python's float repr (used by tojson and when a template prints a float), by bit pattern.
+    rng = random.Random(SEED + 1)
+    floats = [0.1, 0.5, 1.0, 100.0, 1e15, 1e16, 1.5e16, 123456789012345678.0, 1e-4, 1e-5, 0.00012345,
+              2.5e-300, 5e-324, 1.7976931348623157e308, 1 / 3, 2 / 3, 1e22, 9007199254740993.0, -0.0, -2.75]
+    floats += [struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0] for _ in range(200)]
+    floats += [rng.uniform(-1e6, 1e6) for _ in range(100)] + [float(rng.randint(-10**20, 10**20)) for _ in range(50)]
+    floats = [f for f in floats if f == f and abs(f) != float("inf")]
+    reprs = [[struct.pack("<d", f)[::-1].hex(), repr(f)] for f in floats]
+    (out / "python_values.json").write_text(
+        json.dumps({"strftime": rows, "float_repr": reprs}, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     root = HERE.parent.parent
@@ -391,6 +489,7 @@ def main():
     chat_fixture("smollm2", smollm2, smollm2.chat_template, args.out)
     gemma_template = (args.out / "gemma3_chat_template.jinja").read_text(encoding="utf-8")
     chat_fixture("gemma3", loaded["gemma3"], gemma_template, args.out)
+    feature_fixture(smollm2, args.out)
 
 
 if __name__ == "__main__":
