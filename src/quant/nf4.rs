@@ -1,1 +1,0 @@
-//! NF4 (bitsandbytes 4-bit NormalFloat) with optional double quantization. STUB.
