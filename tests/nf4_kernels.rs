@@ -87,7 +87,11 @@ fn encode_matches_scalar_at_every_level() {
 /// Scalar decode of one element straight from the format definition.
 fn reference_element(t: &Nf4Tensor, i: usize) -> f32 {
     let byte = t.codes[i / 2];
-    let code = if i % 2 == 0 { byte >> 4 } else { byte & 15 };
+    let code = if i.is_multiple_of(2) {
+        byte >> 4
+    } else {
+        byte & 15
+    };
     let absmax = t.view().unwrap().block_absmax(i / t.block_size).unwrap();
     nf4_values()[code as usize] * absmax
 }

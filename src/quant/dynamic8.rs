@@ -274,15 +274,9 @@ pub fn quantize_blockwise_with(
     absmax_out: &mut [f32],
 ) -> Result<()> {
     check_blockwise_lengths(src.len(), block_size, codes_out.len(), absmax_out.len())?;
-    if let Some(i) = src.iter().position(|x| !x.is_finite()) {
-        return Err(Error::InvalidArgument(format!(
-            "blockwise 8-bit quantization: element {i} is {}",
-            src[i]
-        )));
-    }
     let blocks = src.chunks(block_size).zip(codes_out.chunks_mut(block_size));
     for (b, (x, codes)) in blocks.enumerate() {
-        let absmax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let absmax = max_abs(x, b * block_size, "blockwise 8-bit quantization")?;
         absmax_out[b] = match rounding {
             Rounding::Nearest if x.len() == block_size => {
                 let r = 1.0 / absmax.max(MIN_ABSMAX);
@@ -337,6 +331,23 @@ pub fn dequantize_blockwise(
         }
     }
     Ok(())
+}
+
+/// `max |x|`, or an error naming the first non-finite element (`first_index` is the index of
+/// `x[0]` in the caller's tensor). An integer max over the sign-cleared bit patterns: for
+/// non-negative floats bit order is value order, so it is exact, infinities and NaN have the
+/// largest patterns, and unlike a float max it vectorizes.
+pub(crate) fn max_abs(x: &[f32], first_index: usize, what: &str) -> Result<f32> {
+    let bits = x.iter().fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
+    if bits >= 0x7f80_0000 {
+        let i = x.iter().position(|v| !v.is_finite()).unwrap_or(0);
+        return Err(Error::InvalidArgument(format!(
+            "{what}: element {} is {}",
+            first_index + i,
+            x[i]
+        )));
+    }
+    Ok(f32::from_bits(bits))
 }
 
 fn check_blockwise_lengths(n: usize, block_size: usize, codes: usize, absmax: usize) -> Result<()> {

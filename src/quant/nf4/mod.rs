@@ -146,12 +146,6 @@ pub fn quantize(src: &[f32], params: Nf4Params) -> Result<Nf4Tensor> {
 pub fn quantize_at(level: SimdLevel, src: &[f32], params: Nf4Params) -> Result<Nf4Tensor> {
     check_level(level)?;
     check_block_size(params.block_size)?;
-    if let Some(i) = src.iter().position(|x| !x.is_finite()) {
-        return Err(Error::InvalidArgument(format!(
-            "NF4 quantization: element {i} is {}",
-            src[i]
-        )));
-    }
     let bs = params.block_size;
     let n = src.len();
     let mids = nf4_midpoints();
@@ -159,8 +153,8 @@ pub fn quantize_at(level: SimdLevel, src: &[f32], params: Nf4Params) -> Result<N
     let mut absmax = vec![0f32; n.div_ceil(bs)];
     // Blocks start at even elements (block sizes are even), so block b owns bytes b*bs/2...
     let blocks = src.chunks(bs).zip(codes.chunks_mut(bs / 2));
-    for ((x, out), a) in blocks.zip(absmax.iter_mut()) {
-        let m = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (b, ((x, out), a)) in blocks.zip(absmax.iter_mut()).enumerate() {
+        let m = dynamic8::max_abs(x, b * bs, "NF4 quantization")?;
         let scaling = if x.len() == bs {
             *a = m;
             Scaling::MulBy(1.0 / m.max(dynamic8::MIN_ABSMAX))
@@ -356,6 +350,27 @@ impl<'a> Nf4View<'a> {
         }
     }
 
+    /// The absmax of blocks `first..first + out.len()` (in range, as for `absmax_unchecked`),
+    /// with the variant matched once rather than per block.
+    fn fill_absmax(&self, first: usize, out: &mut [f32]) {
+        let range = first..first + out.len();
+        match &self.scales {
+            Nf4ScalesView::Absmax(F32Slice::Native(a)) => out.copy_from_slice(&a[range]),
+            Nf4ScalesView::Absmax(a) => {
+                for (o, i) in out.iter_mut().zip(range) {
+                    *o = a.get(i);
+                }
+            }
+            Nf4ScalesView::DoubleQuant { q, absmax2, offset } => {
+                let map = CodeMap::signed().values();
+                for (o, i) in out.iter_mut().zip(range) {
+                    let scaled = map[q[i] as usize] * absmax2.get(i / DQ_BLOCK_SIZE);
+                    *o = scaled + *offset;
+                }
+            }
+        }
+    }
+
     /// Every block's absmax (see [`Nf4View::block_absmax`]) into `dst` (`n_blocks()` values).
     pub fn block_absmaxes(&self, dst: &mut [f32]) -> Result<()> {
         if dst.len() != self.n_blocks() {
@@ -365,9 +380,7 @@ impl<'a> Nf4View<'a> {
                 self.n_blocks()
             )));
         }
-        for (i, d) in dst.iter_mut().enumerate() {
-            *d = self.absmax_unchecked(i);
-        }
+        self.fill_absmax(0, dst);
         Ok(())
     }
 
@@ -408,14 +421,36 @@ impl<'a> Nf4View<'a> {
                 ))
             })?;
         let table = nf4_values();
+        let bs = self.block_size;
         let mut pos = start;
-        while pos < end {
-            let block = pos / self.block_size;
-            let seg_end = end.min((block + 1) * self.block_size);
-            let scale = self.absmax_unchecked(block);
-            let out = &mut dst[pos - start..seg_end - start];
-            self.decode_segment(level, &table, pos, seg_end, scale, out);
+        // A head up to the first block boundary, whole blocks in batches (one kernel call per
+        // batch, scales computed first), then a tail.
+        if !pos.is_multiple_of(bs) && pos < end {
+            let seg_end = end.min(pos.next_multiple_of(bs));
+            let scale = self.absmax_unchecked(pos / bs);
+            self.decode_segment(
+                level,
+                &table,
+                pos,
+                seg_end,
+                scale,
+                &mut dst[..seg_end - pos],
+            );
             pos = seg_end;
+        }
+        const BATCH: usize = 64;
+        let mut scales = [0f32; BATCH];
+        while end - pos >= bs {
+            let blocks = ((end - pos) / bs).min(BATCH);
+            self.fill_absmax(pos / bs, &mut scales[..blocks]);
+            let bytes = &self.codes[pos / 2..(pos + blocks * bs) / 2];
+            let out = &mut dst[pos - start..pos - start + blocks * bs];
+            decode::decode_blocks(level, &table, bytes, &scales[..blocks], bs / 2, out);
+            pos += blocks * bs;
+        }
+        if pos < end {
+            let scale = self.absmax_unchecked(pos / bs);
+            self.decode_segment(level, &table, pos, end, scale, &mut dst[pos - start..]);
         }
         Ok(())
     }
@@ -439,7 +474,14 @@ impl<'a> Nf4View<'a> {
         }
         let pairs = (e1.saturating_sub(e)) / 2;
         let bytes = &self.codes[e / 2..e / 2 + pairs];
-        decode::decode_bytes(level, table, bytes, scale, &mut out[o..o + 2 * pairs]);
+        // A partial block: whole 16-byte groups through the kernel, the rest scalar.
+        let simd_bytes = pairs & !15;
+        let (head, rest) = bytes.split_at(simd_bytes);
+        let (out_head, out_rest) = out[o..o + 2 * pairs].split_at_mut(2 * simd_bytes);
+        if simd_bytes > 0 {
+            decode::decode_blocks(level, table, head, &[scale], simd_bytes, out_head);
+        }
+        decode::decode_scalar(table, rest, scale, out_rest);
         e += 2 * pairs;
         o += 2 * pairs;
         if e < e1 {
