@@ -24,8 +24,13 @@ fn check(ty: GgmlType, level: SimdLevel, n: usize, sane: bool, seed: u64) {
             src[src_off..].copy_from_slice(&blocks);
             // Guard values around the destination catch writes out of bounds.
             let mut dst = vec![-7.25f32; dst_off + elems + 16];
-            dequantize_at(level, ty, &src[src_off..], &mut dst[dst_off..dst_off + elems])
-                .unwrap();
+            dequantize_at(
+                level,
+                ty,
+                &src[src_off..],
+                &mut dst[dst_off..dst_off + elems],
+            )
+            .unwrap();
             if let Some(i) = first_mismatch(&dst[dst_off..dst_off + elems], &want) {
                 panic!(
                     "{ty} at {}: {n} blocks (sane scales: {sane}), src offset {src_off}, dst \
@@ -71,7 +76,10 @@ fn hot_formats_have_simd_kernels() {
             let used = decode_level(level, ty).unwrap();
             match level {
                 SimdLevel::Scalar => assert_eq!(used, SimdLevel::Scalar),
-                SimdLevel::Avx2 | SimdLevel::Avx512 => assert_eq!(used, level, "{ty}"),
+                SimdLevel::Avx2 => assert_eq!(used, SimdLevel::Avx2, "{ty}"),
+                // AVX-512 kernels exist only where they measured faster (not BF16).
+                SimdLevel::Avx512 if ty == BF16 => assert_eq!(used, SimdLevel::Avx2),
+                SimdLevel::Avx512 => assert_eq!(used, SimdLevel::Avx512, "{ty}"),
                 SimdLevel::Neon => assert!(
                     used == SimdLevel::Neon || !matches!(ty, Q4_0 | Q4_1 | Q8_0 | BF16),
                     "{ty}"

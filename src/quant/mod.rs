@@ -313,6 +313,33 @@ mod tests {
         );
     }
 
+    /// Any pair of lengths gives Ok (exactly when they describe whole blocks) or an error, at
+    /// every level; never a panic.
+    #[test]
+    fn arbitrary_lengths_never_panic() {
+        let src = vec![0x5au8; 3 * 256];
+        let mut dst = vec![0f32; 4 * 256];
+        for f in &FORMATS {
+            for &level in crate::cpu::available_levels() {
+                for bytes in (0..=2 * f.block_bytes + 1).chain([3 * f.block_bytes]) {
+                    for elems in [0, 1, f.block_elems, bytes / f.block_bytes * f.block_elems] {
+                        let ok = bytes % f.block_bytes == 0
+                            && bytes / f.block_bytes * f.block_elems == elems;
+                        let r = dequantize_at(level, f.ty, &src[..bytes], &mut dst[..elems]);
+                        assert_eq!(r.is_ok(), ok, "{} {bytes} bytes {elems} elems", f.ty);
+                    }
+                }
+            }
+            if f.encode.is_some() {
+                let x = vec![0.5f32; 2 * f.block_elems + 1];
+                let mut out = vec![0u8; 2 * f.block_bytes + 1];
+                assert!(quantize(f.ty, &x[..f.block_elems], &mut out[..f.block_bytes]).is_ok());
+                assert!(quantize(f.ty, &x, &mut out[..2 * f.block_bytes]).is_err());
+                assert!(quantize(f.ty, &x[..2 * f.block_elems], &mut out).is_err());
+            }
+        }
+    }
+
     #[test]
     fn empty_input_is_fine() {
         for f in &FORMATS {

@@ -11,11 +11,16 @@ pub const QH: usize = 2;
 pub const QS: usize = 6;
 const _: () = assert!(QS + BLOCK_ELEMS / 2 == BLOCK_BYTES);
 
-/// The 5-bit code of element `i` (0..32) of a Q5_0/Q5_1 block, given its `qh` word and `qs`.
+/// The 32 five-bit codes of a Q5_0/Q5_1 block, in element order: nibbles from `qs` (16 bytes),
+/// bit 4 of element i from bit i of `qh`.
 #[inline(always)]
-pub(crate) fn code5(qh: u32, qs: &[u8], i: usize) -> u8 {
-    let nibble = if i < 16 { qs[i] & 0xf } else { qs[i - 16] >> 4 };
-    nibble | ((((qh >> i) & 1) as u8) << 4)
+pub(crate) fn codes5(qh: u32, qs: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (j, &q) in qs.iter().take(16).enumerate() {
+        out[j] = (q & 0xf) | ((((qh >> j) & 1) as u8) << 4);
+        out[j + 16] = (q >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+    }
+    out
 }
 
 pub fn decode(src: &[u8], dst: &mut [f32]) {
@@ -25,9 +30,8 @@ pub fn decode(src: &[u8], dst: &mut [f32]) {
         |b: &[u8; BLOCK_BYTES], y: &mut [f32; BLOCK_ELEMS]| {
             let d = read_f16(b, D);
             let qh = u32::from_le_bytes([b[QH], b[QH + 1], b[QH + 2], b[QH + 3]]);
-            let qs = &b[QS..];
-            for (i, out) in y.iter_mut().enumerate() {
-                *out = d * (i32::from(code5(qh, qs, i)) - 16) as f32;
+            for (out, q) in y.iter_mut().zip(codes5(qh, &b[QS..])) {
+                *out = d * (i32::from(q) - 16) as f32;
             }
         },
     );

@@ -57,7 +57,7 @@ mod x86 {
 
     table! {
         F16 => [Avx2: avx2::f16, Avx512: avx512::f16];
-        BF16 => [Avx2: avx2::bf16, Avx512: avx512::bf16];
+        BF16 => [Avx2: avx2::bf16];
         Q4_0 => [Avx2: avx2::q4_0, Avx512: avx512::q4_0];
         Q4_1 => [Avx2: avx2::q4_1, Avx512: avx512::q4_1];
         Q5_0 => [Avx2: avx2::q5_0];
