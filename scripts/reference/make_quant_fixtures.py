@@ -84,7 +84,7 @@ def encode_cases(name, rng):
         cases.append(("ties", np.stack(ties)))
         zeros = np.zeros((3, 32), np.float32)
         zeros[1, 5] = -0.0
-        zeros[2, 1:] = -0.0  # first element +0: ggml and gguf-py agree only then (see README)
+        zeros[2, 1:] = -0.0  # first element +0: ggml and gguf-py agree only then (see src/quant/q4_0.rs)
         cases.append(("zeros", zeros))
         # Equal magnitudes of both signs: the first one sets the sign of d.
         cases.append(("sign_tie", np.tile(np.array([3.0, -3.0] * 16, np.float32), (2, 1)) * [[1], [-1]]))

@@ -1,6 +1,10 @@
 //! F16: IEEE binary16, one element per 2-byte block. Decoding widens exactly (NaN payloads kept,
 //! like numpy's `astype(np.float32)`); encoding rounds to nearest, ties to even (the `half` crate,
 //! like numpy's `astype(np.float16)` and ggml's `GGML_FP32_TO_FP16`).
+//!
+//! NaN payloads are the one place levels and references differ: F16C (the AVX2/AVX-512 decoders)
+//! quiets signalling NaNs while this scalar decoder, like numpy, keeps them; `half` (our encoder)
+//! sets the quiet bit where numpy keeps the payload. Every non-NaN value is bit-identical.
 
 pub const BLOCK_ELEMS: usize = 1;
 pub const BLOCK_BYTES: usize = 2;

@@ -28,7 +28,8 @@ pub fn decode(src: &[u8], dst: &mut [f32]) {
 }
 
 /// ggml's reference: d = (the element of largest magnitude, first one on ties) / −8, codes
-/// q = min(15, trunc(x/d + 8.5)).
+/// q = min(15, trunc(x/d + 8.5)). One known difference from gguf-py: for a block of zeros whose
+/// first element is −0.0, ggml (and this) stores d = −0.0 and gguf-py d = +0.0; codes agree.
 pub fn encode(src: &[f32], dst: &mut [u8]) {
     super::for_each_block_encode(
         src,

@@ -1,6 +1,6 @@
 //! SIMD decode kernels, chosen at run time (see `crate::cpu`). Each kernel performs the same f32
 //! operations, in the same order, as its format's scalar decoder, so results are bit-identical at
-//! every level. Kernels are `unsafe fn`s with `#[target_feature]`; they are reachable only through
+//! every level (except NaN payloads of F16 elements: F16C quiets signalling NaNs). Kernels are `unsafe fn`s with `#[target_feature]`; they are reachable only through
 //! the traits table (`super::FORMATS`), whose dispatcher checks the CPU first.
 //!
 //! Kernel contract: `kernel(src, dst)` decodes min(src.len() / block bytes, dst.len() / block
