@@ -4,7 +4,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use super::avx2::read_f16_slice;
-use crate::quant::{f16 as f16_fmt, q4_k, q6_k};
+use crate::quant::{q4_k, q6_k};
 use std::arch::x86_64::*;
 
 /// # Safety
@@ -233,19 +233,4 @@ pub(super) unsafe fn q6_k(src: &[u8], dst: &mut [f32]) {
             }
         }
     }
-}
-
-/// F16: exact widening, 16 at a time; the tail goes through the scalar decoder.
-///
-/// # Safety
-/// The CPU supports AVX-512 F, BW and VL.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-pub(super) unsafe fn f16(src: &[u8], dst: &mut [f32]) {
-    let mut src_chunks = src.chunks_exact(32);
-    let mut dst_chunks = dst.chunks_exact_mut(16);
-    for (b, y) in (&mut src_chunks).zip(&mut dst_chunks) {
-        // SAFETY: b holds 32 bytes = 16 f16; y holds 16 f32.
-        unsafe { store16(y, 0, _mm512_cvtph_ps(load32(b, 0))) };
-    }
-    f16_fmt::decode(src_chunks.remainder(), dst_chunks.into_remainder());
 }
