@@ -232,7 +232,7 @@ fn choose_action(w: &WeightInfo, target: Target) -> Result<(Action, Option<Strin
                     nf4_keys::MAX_BASE_NAME_LEN
                 )));
             }
-            if ne0 % 2 == 0 {
+            if ne0.is_multiple_of(2) {
                 Ok((Action::Nf4, None))
             } else {
                 Ok((
@@ -242,7 +242,7 @@ fn choose_action(w: &WeightInfo, target: Target) -> Result<(Action, Option<Strin
             }
         }
         Target::Ggml(t) => {
-            if ne0 % t.block_size() as u64 == 0 {
+            if ne0.is_multiple_of(t.block_size() as u64) {
                 Ok((Action::Encode(t), None))
             } else {
                 Ok((

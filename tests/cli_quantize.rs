@@ -136,6 +136,7 @@ fn bad_input_gives_clear_errors_and_no_output() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.gguf");
     let o = s(&out);
+    let not_gguf = root().join("Cargo.toml");
     let cases: &[(&[&str], &str)] = &[
         (
             &["quantize", "/nonexistent/model.gguf", "-o", o],
@@ -157,7 +158,7 @@ fn bad_input_gives_clear_errors_and_no_output() {
             &["inspect", s(&model), "--tensor", "nope", "--npy", o],
             "no tensor named 'nope'",
         ),
-        (&["inspect", s(&root().join("Cargo.toml"))], "Cargo.toml"),
+        (&["inspect", s(&not_gguf)], "Cargo.toml"),
     ];
     for (args, needle) in cases {
         let e = err(edgetune(args), &format!("{args:?}"));
