@@ -70,7 +70,7 @@ fn memory_by_type(weights: &Weights) -> Vec<(String, usize, u64, u64)> {
             None => rows.push((name, 1, w.n_elements(), w.bytes)),
         }
     }
-    rows.sort_by(|a, b| b.3.cmp(&a.3));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.3));
     rows
 }
 
