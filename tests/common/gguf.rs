@@ -68,17 +68,7 @@ pub fn pyread(path: &Path, hash: bool) -> Json {
 /// Our reader's view of `file` in the same JSON shape as check_gguf_pyread.py.
 pub fn our_view(file: &GgufFile, hash: bool) -> Json {
     let h = file.header();
-    let metadata: Vec<Json> = h
-        .metadata
-        .iter()
-        .map(|(k, v)| {
-            let mut m = json!({"key": k, "type": v.value_type().id(), "value": value_json(v)});
-            if let Value::Array(a) = v {
-                m["elem_type"] = json!(a.elem_type().id());
-            }
-            m
-        })
-        .collect();
+    let metadata = metadata_json(&h.metadata);
     let tensors: Vec<Json> = h
         .tensors
         .iter()
@@ -98,6 +88,21 @@ pub fn our_view(file: &GgufFile, hash: bool) -> Json {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Metadata in the JSON shape of `our_view`'s "metadata" (to compare what was written with what
+/// was read back, floats bit for bit).
+pub fn metadata_json(metadata: &[(String, Value)]) -> Json {
+    metadata
+        .iter()
+        .map(|(k, v)| {
+            let mut m = json!({"key": k, "type": v.value_type().id(), "value": value_json(v)});
+            if let Value::Array(a) = v {
+                m["elem_type"] = json!(a.elem_type().id());
+            }
+            m
+        })
+        .collect()
 }
 
 /// Floats as IEEE bit patterns, like the Python side, so NaN and -0.0 compare exactly.
