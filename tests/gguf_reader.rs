@@ -516,6 +516,18 @@ const BAD: &[Bad] = &[
         needles: &["tensor 'b'", "past the end"],
     },
     Bad {
+        name: "8 GiB tensor past EOF (sizes are u64)",
+        make: || with(|f| f.tensors = vec![RawTensor::new("big", &[1 << 31], 0, 0)]),
+        offset: None,
+        needles: &["tensor 'big'", "8589934592 bytes", "past the end"],
+    },
+    Bad {
+        name: "offset beyond 4 GiB",
+        make: || with(|f| f.tensors[1].offset = (1 << 32) + 32),
+        offset: None,
+        needles: &["tensor 'b'", "offset 4294967328", "expected 32"],
+    },
+    Bad {
         name: "last tensor info truncated",
         make: || {
             let b = with(|f| f.alignment = 0);

@@ -229,6 +229,10 @@ fn add_tensor_rejects_bad_specs() {
             "overflows",
         ),
         (
+            TensorSpec::new("neg", GgmlType::F32, &[4, 1 << 63, 0]),
+            "ne[1]=9223372036854775808",
+        ),
+        (
             TensorSpec::new("dup", GgmlType::F32, &[1]),
             "duplicate tensor name 'dup'",
         ),

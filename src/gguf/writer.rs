@@ -51,6 +51,14 @@ impl TensorSpec {
                 self.ne
             )));
         }
+        if let Some((d, v)) = self
+            .ne
+            .iter()
+            .enumerate()
+            .find(|(_, &v)| v > i64::MAX as u64)
+        {
+            return Err(bad(format!("ne[{d}]={v} is negative as ggml's int64")));
+        }
         let elements = self.ne.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
         if elements.map_or(true, |e| e > i64::MAX as u64) {
             return Err(bad(format!(
