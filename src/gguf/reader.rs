@@ -242,7 +242,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header> {
     }
 
     let (metadata, alignment) = parse_metadata(&mut cur, n_kv as usize)?;
-    let (mut tensors, offset_fields) = parse_tensor_infos(&mut cur, n_tensors as usize)?;
+    let (tensors, offset_fields) = parse_tensor_infos(&mut cur, n_tensors as usize)?;
     let end_of_infos = cur.pos as u64;
     let data_offset = pad_to(end_of_infos, alignment).ok_or_else(|| {
         err(
@@ -251,7 +251,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header> {
         )
     })?;
     check_tensor_layout(
-        &mut tensors,
+        &tensors,
         &offset_fields,
         alignment,
         data_offset,
@@ -577,7 +577,7 @@ fn parse_tensor_infos(cur: &mut Cursor, n: usize) -> Result<(Vec<TensorInfo>, Ve
 /// Offsets must be aligned, in info order and contiguous (each tensor padded to the alignment),
 /// as gguf.cpp requires; every tensor's bytes must lie inside the image.
 fn check_tensor_layout(
-    tensors: &mut [TensorInfo],
+    tensors: &[TensorInfo],
     offset_fields: &[usize],
     alignment: u64,
     data_offset: u64,
