@@ -531,7 +531,7 @@ fn parse_tensor_infos(cur: &mut Cursor, n: usize) -> Result<(Vec<TensorInfo>, Ve
             ne.push(v);
         }
         let elements = ne.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
-        if elements.map_or(true, |e| e > i64::MAX as u64) {
+        if elements.is_none_or(|e| e > i64::MAX as u64) {
             return Err(err(
                 dims_at,
                 format!("tensor '{name}': element count of ne={ne:?} overflows int64"),

@@ -60,7 +60,7 @@ impl TensorSpec {
             return Err(bad(format!("ne[{d}]={v} is negative as ggml's int64")));
         }
         let elements = self.ne.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
-        if elements.map_or(true, |e| e > i64::MAX as u64) {
+        if elements.is_none_or(|e| e > i64::MAX as u64) {
             return Err(bad(format!(
                 "element count of ne={:?} overflows int64",
                 self.ne
