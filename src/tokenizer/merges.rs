@@ -7,6 +7,36 @@
 //! the ids of their pieces. Lengths are counted in characters, as Python does.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A fast, non-cryptographic hasher for the vocabulary maps (rustc's FxHash): the keys are
+/// short strings from the model file, so SipHash's flood resistance buys nothing here.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn write_u8(&mut self, b: u8) {
+        self.write(&[b]);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub type FxBuild = BuildHasherDefault<FxHasher>;
 
 /// How a token's priority is decided.
 #[derive(Clone, Copy, Debug)]
@@ -30,41 +60,75 @@ struct Candidate {
 pub fn merges_from_vocab(tokens: &[String], priority: Priority<'_>) -> Vec<(String, String)> {
     // A Python dict built from the list keeps the last id of a repeated string but the position
     // of its first occurrence; mirror both.
-    let mut last_id: HashMap<&str, u32> = HashMap::with_capacity(tokens.len());
+    let mut last_id: HashMap<&str, u32, FxBuild> =
+        HashMap::with_capacity_and_hasher(tokens.len(), FxBuild::default());
     for (i, t) in tokens.iter().enumerate() {
         last_id.insert(t.as_str(), i as u32);
     }
-    let has_repeats = last_id.len() != tokens.len();
-    let mut seen: HashSet<&str> = HashSet::new();
-    let mut candidates: Vec<Candidate> = Vec::with_capacity(tokens.len() * 2);
-    let mut local: Vec<(u32, u32, Candidate)> = Vec::new();
-    for (i, token) in tokens.iter().enumerate() {
-        if has_repeats && !seen.insert(token.as_str()) {
-            continue; // a repeat: the first occurrence already produced this token's merges
-        }
-        let last = last_id[token.as_str()];
-        let score = match priority {
-            Priority::Scores(s) => f64::from(s[last as usize]),
-            Priority::Position => -f64::from(last),
-        };
-        let total_chars = token.chars().count() as u32;
-        local.clear();
-        for (left_chars, (split, _)) in token.char_indices().enumerate().skip(1) {
-            let (l, r) = token.split_at(split);
-            if let (Some(&vl), Some(&vr)) = (last_id.get(l), last_id.get(r)) {
-                let c = Candidate {
-                    score,
-                    left_chars: left_chars as u32,
-                    right_chars: total_chars - left_chars as u32,
-                    token: i as u32,
-                    split: split as u32,
-                };
-                local.push((vl, vr, c));
+    let first: Option<Vec<bool>> = (last_id.len() != tokens.len()).then(|| {
+        let mut seen: HashSet<&str, FxBuild> = HashSet::default();
+        tokens.iter().map(|t| seen.insert(t.as_str())).collect()
+    });
+
+    // Cutting every token is the costly part and each token is independent: split the
+    // vocabulary into contiguous ranges, one per thread, and concatenate in order.
+    let threads = if tokens.len() < 65_536 {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+    };
+    let chunk = tokens.len().div_ceil(threads).max(1);
+    let cut_range = |start: usize| -> Vec<Candidate> {
+        let end = (start + chunk).min(tokens.len());
+        let mut out = Vec::with_capacity((end - start) * 2);
+        let mut local: Vec<(u32, u32, Candidate)> = Vec::new();
+        for i in start..end {
+            if first.as_ref().is_some_and(|f| !f[i]) {
+                continue; // a repeat: the first occurrence already produced this token's merges
             }
+            let token = &tokens[i];
+            let last = last_id[token.as_str()];
+            let score = match priority {
+                Priority::Scores(s) => f64::from(s[last as usize]),
+                Priority::Position => -f64::from(last),
+            };
+            let total_chars = token.chars().count() as u32;
+            local.clear();
+            for (left_chars, (split, _)) in token.char_indices().enumerate().skip(1) {
+                let (l, r) = token.split_at(split);
+                let Some(&vl) = last_id.get(l) else { continue };
+                if let Some(&vr) = last_id.get(r) {
+                    let c = Candidate {
+                        score,
+                        left_chars: left_chars as u32,
+                        right_chars: total_chars - left_chars as u32,
+                        token: i as u32,
+                        split: split as u32,
+                    };
+                    local.push((vl, vr, c));
+                }
+            }
+            local.sort_by_key(|&(vl, vr, _)| (vl, vr));
+            out.extend(local.drain(..).map(|(_, _, c)| c));
         }
-        local.sort_by_key(|&(vl, vr, _)| (vl, vr));
-        candidates.extend(local.drain(..).map(|(_, _, c)| c));
-    }
+        out
+    };
+    let mut candidates: Vec<Candidate> = if threads == 1 {
+        cut_range(0)
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| s.spawn(move || cut_range(t * chunk)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| match h.join() {
+                    Ok(v) => v,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                })
+                .collect()
+        })
+    };
     // Stable sort, descending on (score, left length, right length).
     candidates.sort_by(|a, b| {
         b.score
