@@ -214,6 +214,67 @@ fn check_splits(c: &Case) {
     report(c.name, "pre-tokenizer splits", texts.len(), bad);
 }
 
+/// `token_to_piece` of each id, concatenated, is the decoded text (the Llama decoder also
+/// drops one leading space of the whole text).
+fn check_pieces(c: &Case) {
+    let strips = c.meta["pipeline"]["decoder"]
+        .to_string()
+        .contains("\"Strip\"");
+    let mut bad = Vec::new();
+    for (i, ids) in &c.rows {
+        let mut bytes = Vec::new();
+        for &id in ids {
+            bytes.extend(c.tokenizer.token_to_piece(id).expect("piece"));
+        }
+        if strips && bytes.first() == Some(&b' ') {
+            bytes.remove(0);
+        }
+        let want = c.tokenizer.decode(ids).expect("decode");
+        if bytes != want.as_bytes() {
+            bad.push(format!(
+                "  text #{i}: pieces {:?} != decode {want:?}",
+                String::from_utf8_lossy(&bytes)
+            ));
+        }
+    }
+    report(c.name, "token_to_piece", c.rows.len(), bad);
+}
+
+/// The end-of-turn token is found, and EOS/EOT end generation.
+fn check_special(c: &Case) {
+    let t = &c.tokenizer;
+    let names = &c.meta["special_tokens"];
+    let text = |id: Option<u32>| id.and_then(|i| t.token_text(i));
+    assert_eq!(
+        text(t.bos()).as_deref(),
+        names["bos_token"].as_str(),
+        "{}: bos",
+        c.name
+    );
+    assert_eq!(
+        text(t.eos()).as_deref(),
+        names["eos_token"].as_str(),
+        "{}: eos",
+        c.name
+    );
+    let eot = t
+        .eot()
+        .unwrap_or_else(|| panic!("{}: no end-of-turn token", c.name));
+    for id in [eot, t.eos().expect("eos")] {
+        assert!(
+            t.is_end_of_generation(id),
+            "{}: {:?} should end generation",
+            c.name,
+            text(Some(id))
+        );
+    }
+    assert!(
+        !t.is_end_of_generation(t.encode("a", false).expect("encode")[0]),
+        "{}",
+        c.name
+    );
+}
+
 fn sha256_strings<'a>(strings: impl Iterator<Item = &'a str>) -> String {
     let mut h = Sha256::new();
     for s in strings {
@@ -314,6 +375,8 @@ macro_rules! parity_tests {
             check_ids(&c);
             check_add_special(&c);
             check_decode(&c);
+            check_pieces(&c);
+            check_special(&c);
         }
     )*};
 }
