@@ -186,11 +186,14 @@ pub(crate) fn load(
     let step: u64 = field("step")
         .parse()
         .map_err(|_| in_file(bad(format!("step {:?} is not a count", field("step")))))?;
-    let saved: Rule = serde_json::from_str(field("rule"))
-        .map_err(|e| in_file(bad(format!("rule {:?}: {e}", field("rule")))))?;
-    if saved != *rule {
+    // Compared as JSON text: serialization is deterministic (shortest round-trip floats),
+    // while parsing floats back is not guaranteed to be correctly rounded.
+    let ours = serde_json::to_string(rule)
+        .map_err(|e| Error::InvalidArgument(format!("optimizer rule to JSON: {e}")))?;
+    if field("rule") != ours {
         return Err(in_file(bad(format!(
-            "state was saved by {saved:?}, this optimizer is {rule:?}"
+            "state was saved by {}, this optimizer is {ours}",
+            field("rule")
         ))));
     }
 

@@ -25,11 +25,11 @@ pub mod schedule;
 pub mod store;
 
 pub use clip::{clip_grad_norm, global_grad_norm};
-pub use paged::{PagedConfig, PagedStore, PagingStats};
+pub use paged::{PagedConfig, PagedStore};
 pub use params::{GradBuffers, ParamId, ParamSet, ParamSpec};
 pub use rules::{AdamW8bitConfig, AdamWConfig, Rule, SgdConfig};
 pub use schedule::{Schedule, ScheduleKind};
-pub use store::{RamStore, Slot, SlotType, StateLayout, StateStore};
+pub use store::{PagingStats, RamStore, Slot, SlotType, StateLayout, StateStore};
 
 use crate::cpu::{simd_level, SimdLevel};
 use crate::error::{Error, Result};
@@ -44,6 +44,54 @@ pub const DEFAULT_PAGE_BYTES: usize = 64 * 1024;
 pub enum StoreKind {
     Ram,
     Paged(PagedConfig),
+}
+
+/// `train --optimizer-state`: AdamW with RAM state, AdamW with paged state, or AdamW8bit with
+/// paged state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateMode {
+    Ram,
+    Paged,
+    Paged8bit,
+}
+
+impl std::str::FromStr for StateMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<StateMode> {
+        match s {
+            "ram" => Ok(StateMode::Ram),
+            "paged" => Ok(StateMode::Paged),
+            "paged-8bit" => Ok(StateMode::Paged8bit),
+            _ => Err(Error::InvalidArgument(format!(
+                "optimizer state {s:?}: expected ram, paged or paged-8bit"
+            ))),
+        }
+    }
+}
+
+impl StateMode {
+    /// The AdamW rule of this mode (8-bit state for `paged-8bit`).
+    pub fn rule(self, adam: AdamWConfig) -> Rule {
+        match self {
+            StateMode::Ram | StateMode::Paged => Rule::AdamW(adam),
+            StateMode::Paged8bit => Rule::AdamW8bit(AdamW8bitConfig {
+                adam,
+                ..AdamW8bitConfig::default()
+            }),
+        }
+    }
+
+    /// The store of this mode; paged modes put their file at `state_file` and keep at most
+    /// `budget_bytes` of pages in RAM.
+    pub fn store(self, state_file: &Path, budget_bytes: usize) -> StoreKind {
+        match self {
+            StateMode::Ram => StoreKind::Ram,
+            StateMode::Paged | StateMode::Paged8bit => {
+                StoreKind::Paged(PagedConfig::new(state_file, budget_bytes))
+            }
+        }
+    }
 }
 
 /// A rule, its parameters and its state.

@@ -9,7 +9,7 @@
 //! pages are read once and stay; otherwise every step reads and writes each page once (the
 //! cyclic walk defeats any cache), which is the price of the budget.
 
-use super::store::{words_as_bytes, words_as_bytes_mut, StateLayout, StateStore};
+use super::store::{words_as_bytes, words_as_bytes_mut, PagingStats, StateLayout, StateStore};
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -37,15 +37,6 @@ impl PagedConfig {
             keep_file: false,
         }
     }
-}
-
-/// Page traffic since creation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PagingStats {
-    pub hits: u64,
-    pub misses: u64,
-    pub pages_read: u64,
-    pub pages_written: u64,
 }
 
 const NIL: usize = usize::MAX;
@@ -152,19 +143,29 @@ impl PagedStore {
         let run = (chunk..chunk + limit)
             .take_while(|&c| c == chunk || self.frame_of[c] == NIL)
             .count();
+        // Frames first (evicting may write back and move the file position), then one seek
+        // and sequential reads.
+        let mut frames = Vec::with_capacity(run);
+        for _ in 0..run {
+            frames.push(self.free_frame()?);
+        }
         let offset = self.layout.record_offset(chunk);
-        self.file
-            .seek(SeekFrom::Start(offset))
-            .map_err(|e| self.io_error("seeking in", e))?;
+        let seek = self.file.seek(SeekFrom::Start(offset));
         let mut first = NIL;
-        for c in chunk..chunk + run {
-            let f = self.free_frame()?;
+        for (i, &f) in frames.iter().enumerate() {
+            let c = chunk + i;
             let len = self.layout.record_len(c);
             let bytes = &mut words_as_bytes_mut(&mut self.frames[f].words)[..len];
-            if let Err(e) = self.file.read_exact(bytes) {
-                // The frame was unlinked by `free_frame`; leave it out of the cache.
-                self.frames[f].chunk = NIL;
-                self.link_newest(f);
+            let read = match &seek {
+                Ok(_) => self.file.read_exact(bytes),
+                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            };
+            if let Err(e) = read {
+                // These frames were unlinked by `free_frame` and hold no chunk: back in the
+                // list as spares.
+                for &spare in &frames[i..] {
+                    self.link_newest(spare);
+                }
                 return Err(self.io_error("reading", e));
             }
             self.stats.pages_read += 1;
@@ -302,6 +303,10 @@ impl StateStore for PagedStore {
 
     fn resident_bytes(&self) -> usize {
         self.frames.len() * self.frame_words * 8
+    }
+
+    fn paging_stats(&self) -> Option<PagingStats> {
+        Some(self.stats)
     }
 }
 

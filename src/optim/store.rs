@@ -182,6 +182,20 @@ pub trait StateStore: Send {
 
     /// Bytes of RAM the store holds for state now.
     fn resident_bytes(&self) -> usize;
+
+    /// Page traffic, for stores that page.
+    fn paging_stats(&self) -> Option<PagingStats> {
+        None
+    }
+}
+
+/// Page traffic of a paging store since its creation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PagingStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub pages_read: u64,
+    pub pages_written: u64,
 }
 
 /// Every record in one RAM allocation.
