@@ -187,3 +187,21 @@ fn adamw8bit_matches_bitsandbytes_params_and_state() {
         }
     }
 }
+
+#[test]
+fn vector_norm_matches_torch_for_every_tail_length() {
+    let fx = Fixtures::load();
+    let norms = fx.index["vector_norm_bits"].as_object().unwrap();
+    assert!(norms.len() >= 40);
+    for (n, bits) in norms {
+        let n: usize = n.parse().unwrap();
+        let x = values(5000 + n as u64, n, -3);
+        let ours = edgetune::optim::clip::torch_norm(&x);
+        assert_eq!(
+            ours.to_bits() as u64,
+            bits.as_u64().unwrap(),
+            "norm of {n} elements: ours {ours}, torch {}",
+            f32::from_bits(bits.as_u64().unwrap() as u32)
+        );
+    }
+}

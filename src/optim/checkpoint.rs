@@ -10,7 +10,7 @@
 //! Saving and loading stream through the store one record at a time, so a paged store never
 //! needs the whole state in RAM.
 
-use super::params::ParamSet;
+use super::params::{ParamId, ParamSet};
 use super::rules::Rule;
 use super::store::{SlotType, StateStore};
 use crate::error::{Error, Result};
@@ -123,7 +123,7 @@ pub(crate) fn save(
         w.write_all(header.as_bytes()).map_err(werr)?;
         let mut swapped = Vec::new();
         for t in &tensors {
-            let param_len = params.iter().nth(t.param).map_or(0, |(_, s)| s.len);
+            let param_len = params.get(ParamId(t.param)).map_or(0, |s| s.len);
             for (k, chunk) in store.layout().chunks_of(t.param).enumerate() {
                 let range = slot_bytes(rule, store, param_len, t.param, k, t.slot);
                 let bytes = &store.record(chunk)?[range];
@@ -247,7 +247,7 @@ pub(crate) fn load(
     located.sort_by_key(|&(_, off)| off);
     for (t, off) in located {
         r.seek(SeekFrom::Start(data_start + off)).map_err(rerr)?;
-        let param_len = params.iter().nth(t.param).map_or(0, |(_, s)| s.len);
+        let param_len = params.get(ParamId(t.param)).map_or(0, |s| s.len);
         for (k, chunk) in store.layout().chunks_of(t.param).enumerate() {
             let range = slot_bytes(rule, store, param_len, t.param, k, t.slot);
             let dst = &mut store.record_mut(chunk)?[range];
