@@ -219,3 +219,44 @@ fn state_checkpoint_is_plain_safetensors() {
     let first_u8 = spans.iter().position(|s| s.2 == "\"U8\"").unwrap();
     assert!(spans[first_u8..].iter().all(|s| s.2 == "\"U8\""));
 }
+
+#[test]
+fn bad_steps_are_errors_that_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rule = Rule::AdamW8bit(AdamW8bitConfig::default());
+    let mut opt = Optimizer::new(rule, param_set(), StoreKind::Ram).unwrap();
+    let mut params = init_params();
+    train(&mut opt, &mut params, 2, None, 1e-3, None);
+    let before = dir.path().join("before");
+    opt.save_state(&before).unwrap();
+    let snapshot = params.clone();
+
+    let mut g = grads(2);
+    g[3][9999] = f32::NAN;
+    let mut pv: Vec<&mut [f32]> = params.iter_mut().map(|p| p.as_mut_slice()).collect();
+    let gv: Vec<&[f32]> = g.iter().map(|g| g.as_slice()).collect();
+    let err = opt.step(&mut pv, &gv, 1e-3).unwrap_err().to_string();
+    assert!(
+        err.contains("blk.1.ffn_up.lora_b") && err.contains("9999"),
+        "{err}"
+    );
+    assert!(opt.step(&mut pv, &gv[..3], 1e-3).is_err());
+    assert!(opt.step(&mut pv, &gv, -1.0).is_err());
+    let err = opt
+        .step(&mut pv[..3], &gv[..3], 1e-3)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("3 parameters given for 4"), "{err}");
+
+    assert_eq!(opt.steps_done(), 2);
+    assert_eq!(params, snapshot);
+    let after = dir.path().join("after");
+    opt.save_state(&after).unwrap();
+    assert!(std::fs::read(&before).unwrap() == std::fs::read(&after).unwrap());
+
+    let bad = Rule::AdamW(AdamWConfig {
+        beta2: 1.0,
+        ..AdamWConfig::default()
+    });
+    assert!(Optimizer::new(bad, param_set(), StoreKind::Ram).is_err());
+}

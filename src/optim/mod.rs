@@ -222,8 +222,9 @@ impl Optimizer {
                     &g[range],
                     &mut self.scratch,
                 )
-                .map_err(|e| {
-                    Error::InvalidArgument(format!("updating parameter {}: {e}", spec.name))
+                .map_err(|e| match e {
+                    e @ Error::Io { .. } => e,
+                    e => Error::InvalidArgument(format!("updating parameter {}: {e}", spec.name)),
                 })?;
             }
         }
