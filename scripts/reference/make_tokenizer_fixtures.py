@@ -290,7 +290,6 @@ def tokenizer_fixture(name: str, models: Path, out: Path, texts: list[str]):
         "overrides": overrides,
         "texts": indices,
         "n_tokens": n_tokens,
-        "hf_encode_seconds": round(seconds, 4),
         "add_special": {"prefix": prefix, "suffix": suffix},
         "special_tokens": {k: getattr(tok, k) for k in ("bos_token", "eos_token", "unk_token", "pad_token")},
         "decoded": decoded,
