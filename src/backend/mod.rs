@@ -5,10 +5,12 @@
 //! Layout conventions: activations are row-major `[rows, cols]` f32 slices. A weight `W` is a
 //! logical weight of the model file with GGUF dims `ne = [n_in, n_out]`, i.e. row-major
 //! `[n_out, n_in]` (PyTorch's `nn.Linear.weight` layout); row `o` holds the `n_in` inputs of output `o`.
-//! STUB: the CPU implementation comes with the kernel work.
+//! The CPU implementation is `cpu::CpuBackend`.
 
 use crate::error::Result;
 use crate::weights::WeightData;
+
+pub mod cpu;
 
 /// A weight as the backend sees it: a zero-copy view plus its logical shape.
 pub struct LinearWeight<'a> {
@@ -20,12 +22,19 @@ pub struct LinearWeight<'a> {
 }
 
 /// Heavy operations. Every method is deterministic for a given thread count.
+#[allow(clippy::too_many_arguments)] // the GEMMs take BLAS-style sizes
 pub trait Backend: Send + Sync {
     /// `y[m, n_out] = x[m, n_in] · Wᵀ` (overwrites `y`).
     fn linear_forward(&self, x: &[f32], m: usize, w: &LinearWeight, y: &mut [f32]) -> Result<()>;
 
     /// `dx[m, n_in] += dy[m, n_out] · W` (accumulates into `dx`, as every backward does).
-    fn linear_backward_input(&self, dy: &[f32], m: usize, w: &LinearWeight, dx: &mut [f32]) -> Result<()>;
+    fn linear_backward_input(
+        &self,
+        dy: &[f32],
+        m: usize,
+        w: &LinearWeight,
+        dx: &mut [f32],
+    ) -> Result<()>;
 
     /// Dense f32 GEMM: `c[m, n] = beta·c + a[m, k] · bᵀ` with `b` row-major `[n, k]`.
     fn gemm_nt(&self, a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize, beta: f32);

@@ -23,7 +23,11 @@ impl Progress {
             bar.set_prefix(label.to_string());
             bar
         });
-        Progress { bar, label: label.to_string(), last_decile: 0 }
+        Progress {
+            bar,
+            label: label.to_string(),
+            last_decile: 0,
+        }
     }
 
     pub fn update(&mut self, done: u64, total: u64, msg: &str) {

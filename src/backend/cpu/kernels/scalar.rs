@@ -1,0 +1,71 @@
+//! The scalar kernels: the specification every SIMD kernel is tested against. Plain loops, one
+//! accumulator per output element, multiply then add (Rust never fuses them).
+
+pub const MR: usize = 4;
+pub const NR: usize = 8;
+
+/// Safe core of the microkernel: `c` holds `MR` rows of stride `ldc`.
+fn micro_safe(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, beta: f32) {
+    let mut acc = [[0f32; NR]; MR];
+    for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(kc) {
+        for (row, &ai) in acc.iter_mut().zip(ap) {
+            for (x, &bj) in row.iter_mut().zip(bp) {
+                *x += ai * bj;
+            }
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        for (j, &x) in row.iter().enumerate() {
+            super::merge(&mut c[i * ldc + j], x, beta);
+        }
+    }
+}
+
+/// # Safety
+/// See `super::MicroKernel`.
+pub unsafe fn micro(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, beta: f32) {
+    // SAFETY: the caller guarantees `a`/`b` hold `kc` packed steps and `c` spans `MR` rows of
+    // stride `ldc` with `NR` valid columns each; the last row needs only `NR` elements.
+    let (a, b, c) = unsafe {
+        (
+            std::slice::from_raw_parts(a, kc * MR),
+            std::slice::from_raw_parts(b, kc * NR),
+            std::slice::from_raw_parts_mut(c, (MR - 1) * ldc + NR),
+        )
+    };
+    micro_safe(kc, a, b, c, ldc, beta);
+}
+
+/// Dot product with four interleaved partial sums (lane `i % 4`), combined as `(s0+s1)+(s2+s3)`.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut s = [0f32; 4];
+    let mut ca = a.chunks_exact(4);
+    let mut cb = b.chunks_exact(4);
+    for (x, y) in ca.by_ref().zip(cb.by_ref()) {
+        for l in 0..4 {
+            s[l] += x[l] * y[l];
+        }
+    }
+    for (l, (x, y)) in ca.remainder().iter().zip(cb.remainder()).enumerate() {
+        s[l] += x * y;
+    }
+    (s[0] + s[1]) + (s[2] + s[3])
+}
+
+pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    for (yi, &xi) in y.iter_mut().zip(x) {
+        *yi += alpha * xi;
+    }
+}
+
+/// # Safety
+/// Always safe; `unsafe` only to share the function-pointer type of the SIMD levels.
+pub unsafe fn dot_unsafe(a: &[f32], b: &[f32]) -> f32 {
+    dot(a, b)
+}
+
+/// # Safety
+/// Always safe; `unsafe` only to share the function-pointer type of the SIMD levels.
+pub unsafe fn axpy_unsafe(alpha: f32, x: &[f32], y: &mut [f32]) {
+    axpy(alpha, x, y)
+}

@@ -1,0 +1,244 @@
+//! Linear layers through a frozen weight of any storage: forward `y = x·Wᵀ` and backward-input
+//! `dx += dy·W`. Both run the blocked GEMM with the weight as its B operand: `PackB` decodes the
+//! `KC x NC` block of W the next sweep needs straight into packed panels (per-thread scratch, one
+//! L2-sized tile), so W is decoded once per call and never copied whole.
+//!
+//! Few rows (`m <= GEMV_MAX_M`, generation is `m = 1`) take a matrix-vector path instead: each
+//! row of W is decoded once and meets every input row with a dot product (forward) or an axpy
+//! (backward), without packing.
+
+use super::gemm::{self, ranges, with_scratch, Gemm, PackB, SharedC, KC, NC};
+use super::kernels::Kernels;
+use super::pack::{pack_b, scatter_column, Dense};
+use super::weight::WeightRows;
+use super::Pool;
+use crate::backend::LinearWeight;
+use crate::error::{Error, Result};
+
+/// Up to this many rows, linear layers use the matrix-vector path.
+pub(crate) const GEMV_MAX_M: usize = 4;
+
+fn check_len(what: &str, len: usize, rows: usize, cols: usize) -> Result<()> {
+    if rows.checked_mul(cols) == Some(len) {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "{what} has {len} elements, expected {rows}x{cols}"
+        )))
+    }
+}
+
+/// `y[m, n_out] = x[m, n_in] · Wᵀ`.
+pub(crate) fn forward(
+    pool: &Pool,
+    kern: &Kernels,
+    x: &[f32],
+    m: usize,
+    w: &LinearWeight,
+    y: &mut [f32],
+) -> Result<()> {
+    let rows = WeightRows::new(w, "linear_forward")?;
+    check_len("linear_forward: x", x.len(), m, w.n_in)?;
+    check_len("linear_forward: y", y.len(), m, w.n_out)?;
+    if m <= GEMV_MAX_M {
+        return forward_gemv(pool, kern, x, m, &rows, y);
+    }
+    let b = ForwardB(&rows);
+    let g = Gemm {
+        m,
+        n: w.n_out,
+        k: w.n_in,
+        a: Dense::row_major(x, w.n_in),
+        b: &b,
+        beta: 0.0,
+    };
+    gemm::gemm(pool, kern, &g, y)
+}
+
+/// `dx[m, n_in] += dy[m, n_out] · W`.
+pub(crate) fn backward_input(
+    pool: &Pool,
+    kern: &Kernels,
+    dy: &[f32],
+    m: usize,
+    w: &LinearWeight,
+    dx: &mut [f32],
+) -> Result<()> {
+    let rows = WeightRows::new(w, "linear_backward_input")?;
+    check_len("linear_backward_input: dy", dy.len(), m, w.n_out)?;
+    check_len("linear_backward_input: dx", dx.len(), m, w.n_in)?;
+    if m <= GEMV_MAX_M {
+        return backward_gemv(pool, kern, dy, m, &rows, dx);
+    }
+    let b = BackwardB(&rows);
+    let g = Gemm {
+        m,
+        n: w.n_in,
+        k: w.n_out,
+        a: Dense::row_major(dy, w.n_out),
+        b: &b,
+        beta: 1.0,
+    };
+    gemm::gemm(pool, kern, &g, dx)
+}
+
+/// B = Wᵀ (`B[p, j] = W[j, p]`, `k = n_in`, `n = n_out`): a panel column is a slice of a W row.
+struct ForwardB<'a>(&'a WeightRows<'a>);
+
+impl PackB for ForwardB<'_> {
+    fn pack(
+        &self,
+        p0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        nr: usize,
+        dst: &mut [f32],
+        tmp: &mut Vec<f32>,
+    ) -> Result<()> {
+        let w = self.0;
+        if let Some(d) = w.dense() {
+            pack_b(Dense::transposed(d.data, w.n_in), p0, kc, j0, nc, nr, dst);
+            return Ok(());
+        }
+        let mut row = [0f32; KC];
+        let row = &mut row[..kc];
+        for (q, panel) in dst
+            .chunks_exact_mut(kc * nr)
+            .take(nc.div_ceil(nr))
+            .enumerate()
+        {
+            let cols = nr.min(nc - q * nr);
+            if cols < nr {
+                panel.fill(0.0);
+            }
+            for jj in 0..cols {
+                // `p0` is a multiple of KC and `p0 + kc` is KC-aligned or `n_in`: whole blocks.
+                w.decode(j0 + q * nr + jj, p0, row, tmp)?;
+                scatter_column(row, 1, kc, nr, jj, panel);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// B = W (`B[p, j] = W[p, j]`, `k = n_out`, `n = n_in`): a panel row is a slice of a W row.
+struct BackwardB<'a>(&'a WeightRows<'a>);
+
+impl PackB for BackwardB<'_> {
+    fn pack(
+        &self,
+        p0: usize,
+        kc: usize,
+        j0: usize,
+        nc: usize,
+        nr: usize,
+        dst: &mut [f32],
+        tmp: &mut Vec<f32>,
+    ) -> Result<()> {
+        let w = self.0;
+        if let Some(d) = w.dense() {
+            pack_b(d, p0, kc, j0, nc, nr, dst);
+            return Ok(());
+        }
+        let panels = nc.div_ceil(nr);
+        if nc % nr != 0 {
+            dst[(panels - 1) * kc * nr..panels * kc * nr].fill(0.0);
+        }
+        let mut row = [0f32; NC];
+        let row = &mut row[..nc];
+        for p in 0..kc {
+            w.decode(p0 + p, j0, row, tmp)?;
+            for (q, src) in row.chunks(nr).enumerate() {
+                let at = q * kc * nr + p * nr;
+                dst[at..at + src.len()].copy_from_slice(src);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Forward for few rows: W's rows are split among threads; each is decoded once.
+fn forward_gemv(
+    pool: &Pool,
+    kern: &Kernels,
+    x: &[f32],
+    m: usize,
+    w: &WeightRows,
+    y: &mut [f32],
+) -> Result<()> {
+    let (n_in, n_out) = (w.n_in, w.n_out);
+    if m == 0 || n_out == 0 {
+        return Ok(());
+    }
+    let parts: Vec<_> = ranges(n_out, 1, pool.threads().min(n_out)).collect();
+    let yp = SharedC::new(y);
+    pool.run(parts.len(), |t| {
+        with_scratch(|s| {
+            let buf = s.bpack.get(n_in);
+            for j in parts[t].0..parts[t].1 {
+                let row: &[f32] = match w.dense() {
+                    Some(d) => &d.data[j * n_in..(j + 1) * n_in],
+                    None => {
+                        w.decode(j, 0, buf, &mut s.tmp)?;
+                        buf
+                    }
+                };
+                for i in 0..m {
+                    let v = kern.dot(&x[i * n_in..(i + 1) * n_in], row);
+                    // SAFETY: `i < m`, `j < n_out`, so the element is inside `y` (length
+                    // `m·n_out`, checked); column `j` belongs to this task's range only.
+                    unsafe { *yp.ptr().add(i * n_out + j) = v };
+                }
+            }
+            Ok(())
+        })
+    })
+}
+
+/// Backward-input for few rows: W's columns are split among threads (on block boundaries); each
+/// task walks every row of W in order, so each `dx` element sums in the same order whatever the
+/// thread count.
+fn backward_gemv(
+    pool: &Pool,
+    kern: &Kernels,
+    dy: &[f32],
+    m: usize,
+    w: &WeightRows,
+    dx: &mut [f32],
+) -> Result<()> {
+    let (n_in, n_out) = (w.n_in, w.n_out);
+    if m == 0 || n_in == 0 {
+        return Ok(());
+    }
+    let unit = w.block().max(16);
+    let parts: Vec<_> = ranges(n_in, unit, pool.threads())
+        .filter(|r| r.0 < r.1)
+        .collect();
+    let dxp = SharedC::new(dx);
+    pool.run(parts.len(), |t| {
+        let (c0, c1) = parts[t];
+        let len = c1 - c0;
+        with_scratch(|s| {
+            let buf = s.bpack.get(len);
+            for j in 0..n_out {
+                let row: &[f32] = match w.dense() {
+                    Some(d) => &d.data[j * n_in + c0..j * n_in + c1],
+                    None => {
+                        w.decode(j, c0, buf, &mut s.tmp)?;
+                        buf
+                    }
+                };
+                for i in 0..m {
+                    // SAFETY: `dx` has `m·n_in` elements (checked) and `c1 <= n_in`; columns
+                    // `c0..c1` of every row belong to this task only.
+                    let out = unsafe {
+                        std::slice::from_raw_parts_mut(dxp.ptr().add(i * n_in + c0), len)
+                    };
+                    kern.axpy(dy[i * n_out + j], row, out);
+                }
+            }
+            Ok(())
+        })
+    })
+}
