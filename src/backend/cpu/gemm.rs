@@ -24,11 +24,29 @@ pub(crate) const KC: usize = 256;
 /// Width of a packed B block (a multiple of every kernel's `NR` and of 256).
 pub(crate) const NC: usize = 256;
 
-/// Scratch a task thread keeps between calls: the packed B block and a decode buffer.
+/// Scratch a task thread keeps between calls: the packed B block and decode buffers.
 #[derive(Default)]
 pub(crate) struct Scratch {
     pub bpack: AlignedBuf,
-    pub tmp: Vec<f32>,
+    pub dec: DecodeBufs,
+}
+
+/// Buffers a `PackB` may use to decode weight rows.
+#[derive(Default)]
+pub(crate) struct DecodeBufs {
+    /// Decoded rows before they are packed.
+    pub rows: Vec<f32>,
+    /// Whole blocks covering a range that does not start or end on a block boundary.
+    pub blocks: Vec<f32>,
+}
+
+/// The block of B one pack call covers: rows `p0..p0+kc`, columns `j0..j0+nc`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Block {
+    pub p0: usize,
+    pub kc: usize,
+    pub j0: usize,
+    pub nc: usize,
 }
 
 thread_local! {
@@ -55,33 +73,15 @@ pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 
 /// The B operand: anything that can pack a block of itself into `NR`-column panels.
 pub(crate) trait PackB: Sync {
-    /// Packs rows `p0..p0+kc`, columns `j0..j0+nc` of B into `dst` (length at least
-    /// `ceil(nc/nr)·nr·kc`) as `pack::pack_b` does; `tmp` is free decode scratch.
-    #[allow(clippy::too_many_arguments)]
-    fn pack(
-        &self,
-        p0: usize,
-        kc: usize,
-        j0: usize,
-        nc: usize,
-        nr: usize,
-        dst: &mut [f32],
-        tmp: &mut Vec<f32>,
-    ) -> Result<()>;
+    /// Packs block `blk` of B into `dst` (length at least `ceil(nc/NR)·NR·kc`) as
+    /// `pack::pack_b` does.
+    fn pack(&self, kern: &Kernels, blk: Block, dst: &mut [f32], dec: &mut DecodeBufs)
+        -> Result<()>;
 }
 
 impl PackB for Dense<'_> {
-    fn pack(
-        &self,
-        p0: usize,
-        kc: usize,
-        j0: usize,
-        nc: usize,
-        nr: usize,
-        dst: &mut [f32],
-        _: &mut Vec<f32>,
-    ) -> Result<()> {
-        super::pack::pack_b(*self, p0, kc, j0, nc, nr, dst);
+    fn pack(&self, kern: &Kernels, blk: Block, dst: &mut [f32], _: &mut DecodeBufs) -> Result<()> {
+        super::pack::pack_b(kern, *self, blk, dst);
         Ok(())
     }
 }
@@ -175,11 +175,11 @@ pub(crate) fn gemm(pool: &Pool, kern: &Kernels, g: &Gemm, c: &mut [f32]) -> Resu
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
             pack_a(
+                kern,
                 g.a,
                 m,
                 p0,
                 kc,
-                kern.mr,
                 &mut ap[p0 * m_pad..p0 * m_pad + m_pad * kc],
             );
         }
@@ -210,7 +210,7 @@ fn run_task(
         let nc = ((jc / NC + 1) * NC).min(t.j1) - jc;
         for p0 in (0..g.k).step_by(KC) {
             let kc = KC.min(g.k - p0);
-            g.b.pack(p0, kc, jc, nc, nr, bp, &mut s.tmp)?;
+            g.b.pack(kern, Block { p0, kc, j0: jc, nc }, bp, &mut s.dec)?;
             let beta = if p0 == 0 { g.beta } else { 1.0 };
             let a_slice = &ap[p0 * m_pad..];
             for ir in (t.i0..t.i1).step_by(mr) {
@@ -255,7 +255,7 @@ mod tests {
         let r: Vec<_> = ranges(576, 32, 2).collect();
         assert_eq!(r, vec![(0, 288), (288, 576)]);
         let r: Vec<_> = ranges(70, 16, 3).collect();
-        assert_eq!(r, vec![(0, 32), (32, 48), (48, 70)]);
+        assert_eq!(r, vec![(0, 32), (32, 64), (64, 70)]);
         let r: Vec<_> = ranges(5, 16, 3).collect();
         assert_eq!(r, vec![(0, 5), (5, 5), (5, 5)]);
     }

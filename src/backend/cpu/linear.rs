@@ -7,9 +7,9 @@
 //! row of W is decoded once and meets every input row with a dot product (forward) or an axpy
 //! (backward), without packing.
 
-use super::gemm::{self, ranges, with_scratch, Gemm, PackB, SharedC, KC, NC};
+use super::gemm::{self, ranges, with_scratch, Block, DecodeBufs, Gemm, PackB, SharedC};
 use super::kernels::Kernels;
-use super::pack::{pack_b, scatter_column, Dense};
+use super::pack::{pack_b, Dense};
 use super::weight::WeightRows;
 use super::Pool;
 use crate::backend::LinearWeight;
@@ -88,21 +88,17 @@ struct ForwardB<'a>(&'a WeightRows<'a>);
 impl PackB for ForwardB<'_> {
     fn pack(
         &self,
-        p0: usize,
-        kc: usize,
-        j0: usize,
-        nc: usize,
-        nr: usize,
+        kern: &Kernels,
+        blk: Block,
         dst: &mut [f32],
-        tmp: &mut Vec<f32>,
+        dec: &mut DecodeBufs,
     ) -> Result<()> {
-        let w = self.0;
+        let (w, nr, Block { p0, kc, j0, nc }) = (self.0, kern.nr, blk);
         if let Some(d) = w.dense() {
-            pack_b(Dense::transposed(d.data, w.n_in), p0, kc, j0, nc, nr, dst);
+            pack_b(kern, Dense::transposed(d.data, w.n_in), blk, dst);
             return Ok(());
         }
-        let mut row = [0f32; KC];
-        let row = &mut row[..kc];
+        dec.rows.resize(nr * kc, 0.0);
         for (q, panel) in dst
             .chunks_exact_mut(kc * nr)
             .take(nc.div_ceil(nr))
@@ -112,11 +108,12 @@ impl PackB for ForwardB<'_> {
             if cols < nr {
                 panel.fill(0.0);
             }
-            for jj in 0..cols {
-                // `p0` is a multiple of KC and `p0 + kc` is KC-aligned or `n_in`: whole blocks.
-                w.decode(j0 + q * nr + jj, p0, row, tmp)?;
-                scatter_column(row, 1, kc, nr, jj, panel);
+            // Decode the panel's rows of W, then transpose them into the panel. `p0` is a
+            // multiple of KC and `p0 + kc` is KC-aligned or `n_in`: whole blocks.
+            for (jj, row) in dec.rows.chunks_exact_mut(kc).take(cols).enumerate() {
+                w.decode(j0 + q * nr + jj, p0, row, &mut dec.blocks)?;
             }
+            kern.transpose(&dec.rows, kc, cols, kc, panel, nr);
         }
         Ok(())
     }
@@ -128,28 +125,24 @@ struct BackwardB<'a>(&'a WeightRows<'a>);
 impl PackB for BackwardB<'_> {
     fn pack(
         &self,
-        p0: usize,
-        kc: usize,
-        j0: usize,
-        nc: usize,
-        nr: usize,
+        kern: &Kernels,
+        blk: Block,
         dst: &mut [f32],
-        tmp: &mut Vec<f32>,
+        dec: &mut DecodeBufs,
     ) -> Result<()> {
-        let w = self.0;
+        let (w, nr, Block { p0, kc, j0, nc }) = (self.0, kern.nr, blk);
         if let Some(d) = w.dense() {
-            pack_b(d, p0, kc, j0, nc, nr, dst);
+            pack_b(kern, d, blk, dst);
             return Ok(());
         }
         let panels = nc.div_ceil(nr);
         if nc % nr != 0 {
             dst[(panels - 1) * kc * nr..panels * kc * nr].fill(0.0);
         }
-        let mut row = [0f32; NC];
-        let row = &mut row[..nc];
+        dec.rows.resize(nc, 0.0);
         for p in 0..kc {
-            w.decode(p0 + p, j0, row, tmp)?;
-            for (q, src) in row.chunks(nr).enumerate() {
+            w.decode(p0 + p, j0, &mut dec.rows, &mut dec.blocks)?;
+            for (q, src) in dec.rows.chunks(nr).enumerate() {
                 let at = q * kc * nr + p * nr;
                 dst[at..at + src.len()].copy_from_slice(src);
             }
@@ -180,7 +173,7 @@ fn forward_gemv(
                 let row: &[f32] = match w.dense() {
                     Some(d) => &d.data[j * n_in..(j + 1) * n_in],
                     None => {
-                        w.decode(j, 0, buf, &mut s.tmp)?;
+                        w.decode(j, 0, buf, &mut s.dec.blocks)?;
                         buf
                     }
                 };
@@ -225,7 +218,7 @@ fn backward_gemv(
                 let row: &[f32] = match w.dense() {
                     Some(d) => &d.data[j * n_in + c0..j * n_in + c1],
                     None => {
-                        w.decode(j, c0, buf, &mut s.tmp)?;
+                        w.decode(j, c0, buf, &mut s.dec.blocks)?;
                         buf
                     }
                 };

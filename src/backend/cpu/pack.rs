@@ -4,6 +4,9 @@
 //! `dst[q·kc·NR + p·NR + j]`. Rows/columns past the matrix edge are zero, so edge tiles compute
 //! garbage-free values that the driver simply does not store.
 
+use super::gemm::Block;
+use super::kernels::Kernels;
+
 /// A dense f32 matrix view: element `(r, c)` is `data[r·rs + c·cs]`.
 #[derive(Clone, Copy)]
 pub(crate) struct Dense<'a> {
@@ -53,9 +56,10 @@ impl AlignedBuf {
     }
 }
 
-/// Packs rows `0..m` and columns `p0..p0+kc` of `a` into `mr`-row panels; `dst.len()` must be
-/// `ceil(m/mr)·mr·kc`.
-pub(crate) fn pack_a(a: Dense, m: usize, p0: usize, kc: usize, mr: usize, dst: &mut [f32]) {
+/// Packs rows `0..m` and columns `p0..p0+kc` of `a` into `MR`-row panels; `dst.len()` must be
+/// `ceil(m/MR)·MR·kc`.
+pub(crate) fn pack_a(kern: &Kernels, a: Dense, m: usize, p0: usize, kc: usize, dst: &mut [f32]) {
+    let mr = kern.mr;
     for (q, panel) in dst.chunks_exact_mut(kc * mr).enumerate() {
         let i0 = q * mr;
         let rows = mr.min(m - i0);
@@ -68,6 +72,8 @@ pub(crate) fn pack_a(a: Dense, m: usize, p0: usize, kc: usize, mr: usize, dst: &
                 let src = (p0 + p) * a.cs + i0;
                 out[..rows].copy_from_slice(&a.data[src..src + rows]);
             }
+        } else if a.cs == 1 {
+            kern.transpose(&a.data[i0 * a.rs + p0..], a.rs, rows, kc, panel, mr);
         } else {
             for i in 0..rows {
                 let row = (i0 + i) * a.rs + p0 * a.cs;
@@ -79,17 +85,10 @@ pub(crate) fn pack_a(a: Dense, m: usize, p0: usize, kc: usize, mr: usize, dst: &
     }
 }
 
-/// Packs rows `p0..p0+kc` and columns `j0..j0+nc` of `b` (which has `n` columns) into `nr`-column
-/// panels; `dst.len()` must be at least `ceil(nc/nr)·nr·kc`.
-pub(crate) fn pack_b(
-    b: Dense,
-    p0: usize,
-    kc: usize,
-    j0: usize,
-    nc: usize,
-    nr: usize,
-    dst: &mut [f32],
-) {
+/// Packs block `blk` (rows `p0..p0+kc`, columns `j0..j0+nc`) of `b` into `NR`-column panels; `dst.len()`
+/// must be at least `ceil(nc/NR)·NR·kc`.
+pub(crate) fn pack_b(kern: &Kernels, b: Dense, blk: Block, dst: &mut [f32]) {
+    let (nr, Block { p0, kc, j0, nc }) = (kern.nr, blk);
     for (q, panel) in dst
         .chunks_exact_mut(kc * nr)
         .take(nc.div_ceil(nr))
@@ -105,32 +104,16 @@ pub(crate) fn pack_b(
                 let src = (p0 + p) * b.rs + jq;
                 out[..cols].copy_from_slice(&b.data[src..src + cols]);
             }
+        } else if b.rs == 1 {
+            // B stored transposed (a weight's rows): each row of the source is a panel column.
+            kern.transpose(&b.data[jq * b.cs + p0..], b.cs, cols, kc, panel, nr);
         } else {
             for j in 0..cols {
-                let col = (jq + j) * b.cs + p0 * b.rs;
-                scatter_column(&b.data[col..], b.rs, kc, nr, j, panel);
+                let col = jq * b.cs + j * b.cs + p0 * b.rs;
+                for (p, out) in panel[j..].iter_mut().step_by(nr).take(kc).enumerate() {
+                    *out = b.data[col + p * b.rs];
+                }
             }
-        }
-    }
-}
-
-/// Writes `src[p·stride]` for `p in 0..kc` to `panel[p·nr + j]`: one column of a B panel.
-#[inline]
-pub(crate) fn scatter_column(
-    src: &[f32],
-    stride: usize,
-    kc: usize,
-    nr: usize,
-    j: usize,
-    panel: &mut [f32],
-) {
-    if stride == 1 {
-        for (out, &v) in panel[j..].iter_mut().step_by(nr).zip(&src[..kc]) {
-            *out = v;
-        }
-    } else {
-        for (p, out) in panel[j..].iter_mut().step_by(nr).take(kc).enumerate() {
-            *out = src[p * stride];
         }
     }
 }

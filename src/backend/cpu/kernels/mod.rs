@@ -16,6 +16,8 @@ mod avx2;
 mod avx512;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+#[cfg(target_arch = "x86_64")]
+mod transpose_x86;
 
 use crate::cpu::{available_levels, SimdLevel};
 
@@ -38,6 +40,7 @@ pub(crate) struct Kernels {
     micro: MicroKernel,
     dot: unsafe fn(&[f32], &[f32]) -> f32,
     axpy: unsafe fn(f32, &[f32], &mut [f32]),
+    transpose: unsafe fn(&[f32], usize, usize, usize, &mut [f32], usize),
 }
 
 /// Largest `MR·NR` of any kernel (edge tiles are computed into a stack buffer of this size).
@@ -56,6 +59,7 @@ static SCALAR: Kernels = Kernels {
     micro: scalar::micro,
     dot: scalar::dot_unsafe,
     axpy: scalar::axpy_unsafe,
+    transpose: scalar::transpose_unsafe,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -66,6 +70,7 @@ static AVX2: Kernels = Kernels {
     micro: avx2::micro,
     dot: avx2::dot,
     axpy: avx2::axpy,
+    transpose: transpose_x86::transpose,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -76,6 +81,7 @@ static AVX512: Kernels = Kernels {
     micro: avx512::micro,
     dot: avx512::dot,
     axpy: avx512::axpy,
+    transpose: transpose_x86::transpose,
 };
 
 #[cfg(target_arch = "aarch64")]
@@ -86,6 +92,7 @@ static NEON: Kernels = Kernels {
     micro: neon::micro,
     dot: neon::dot,
     axpy: neon::axpy,
+    transpose: scalar::transpose_unsafe,
 };
 
 impl Kernels {
@@ -146,6 +153,38 @@ impl Kernels {
     }
 }
 
+impl Kernels {
+    /// Transposing copy used by packing: `dst[p·width + r] = src[r·ld + p]` for `r < rows`,
+    /// `p < kc` (rows of a row-major source become the lanes of a panel).
+    ///
+    /// # Panics
+    /// If the slices are too short or `rows > width` (a packing bug, never input-dependent).
+    #[inline]
+    pub fn transpose(
+        &self,
+        src: &[f32],
+        ld: usize,
+        rows: usize,
+        kc: usize,
+        dst: &mut [f32],
+        width: usize,
+    ) {
+        if rows == 0 || kc == 0 {
+            return;
+        }
+        assert!(
+            rows <= width
+                && src.len() >= (rows - 1) * ld + kc
+                && dst.len() >= (kc - 1) * width + rows,
+            "transpose: rows {rows} ld {ld} kc {kc} width {width}, src {} dst {}",
+            src.len(),
+            dst.len()
+        );
+        // SAFETY: lengths checked above; `for_level` checked the CPU features.
+        unsafe { (self.transpose)(src, ld, rows, kc, dst, width) }
+    }
+}
+
 /// Merges a tile computed with `beta = 0` into C with the same arithmetic the kernels use.
 #[inline]
 pub(crate) fn merge(c: &mut f32, acc: f32, beta: f32) {
@@ -156,4 +195,59 @@ pub(crate) fn merge(c: &mut f32, acc: f32, beta: f32) {
     } else {
         beta * *c + acc
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        (0..n).map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) as f32 / u32::MAX as f32 - 0.5).collect()
+    }
+
+    fn levels() -> impl Iterator<Item = &'static Kernels> {
+        available_levels().iter().map(|&l| Kernels::for_level(l).expect("available level"))
+    }
+
+    #[test]
+    fn transpose_matches_scalar_exactly_at_every_level() {
+        for k in levels() {
+            for rows in 1..=33 {
+                for kc in [1, 7, 8, 9, 17, 64] {
+                    for width in [rows, rows + 3, 40] {
+                        let ld = kc + 3;
+                        // One float in, so the source is not 32-byte aligned.
+                        let src = data(1 + rows * ld, 1);
+                        let src = &src[1..];
+                        let mut want = vec![-1.0; kc * width];
+                        scalar::transpose(src, ld, rows, kc, &mut want, width);
+                        let mut got = vec![-1.0; kc * width];
+                        k.transpose(src, ld, rows, kc, &mut got, width);
+                        assert_eq!(got, want, "{:?} rows {rows} kc {kc} width {width}", k.level());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dot_and_axpy_match_scalar_at_every_level() {
+        for k in levels() {
+            for n in (0..70).chain([127, 128, 129, 1000]) {
+                let (a, b) = (data(n + 1, 2), data(n + 1, 3));
+                let (a, b) = (&a[1..], &b[1..]);
+                let want = scalar::dot(a, b) as f64;
+                let got = k.dot(a, b) as f64;
+                let sum_abs: f64 = a.iter().zip(b).map(|(x, y)| (x * y).abs() as f64).sum();
+                assert!((got - want).abs() <= 1e-6 * sum_abs + 1e-7, "{:?} dot n {n}: {got} vs {want}", k.level());
+                let mut want = data(n + 1, 4);
+                let mut got = want.clone();
+                scalar::axpy(0.37, a, &mut want[1..]);
+                k.axpy(0.37, a, &mut got[1..]);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!((g - w).abs() <= 1e-6, "{:?} axpy n {n} at {i}: {g} vs {w}", k.level());
+                }
+            }
+        }
+    }
 }

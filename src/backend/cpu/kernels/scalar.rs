@@ -69,3 +69,29 @@ pub unsafe fn dot_unsafe(a: &[f32], b: &[f32]) -> f32 {
 pub unsafe fn axpy_unsafe(alpha: f32, x: &[f32], y: &mut [f32]) {
     axpy(alpha, x, y)
 }
+
+/// Transposing copy: `dst[p·width + r] = src[r·ld + p]` for `r < rows`, `p < kc`.
+pub fn transpose(src: &[f32], ld: usize, rows: usize, kc: usize, dst: &mut [f32], width: usize) {
+    for r in 0..rows {
+        for (out, &v) in dst[r..]
+            .iter_mut()
+            .step_by(width)
+            .zip(&src[r * ld..r * ld + kc])
+        {
+            *out = v;
+        }
+    }
+}
+
+/// # Safety
+/// Always safe; `unsafe` only to share the function-pointer type of the SIMD levels.
+pub unsafe fn transpose_unsafe(
+    src: &[f32],
+    ld: usize,
+    rows: usize,
+    kc: usize,
+    dst: &mut [f32],
+    width: usize,
+) {
+    transpose(src, ld, rows, kc, dst, width)
+}
