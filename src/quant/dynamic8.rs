@@ -1,4 +1,2 @@
 //! bitsandbytes' 8-bit dynamic maps. STUB (interface only).
-pub fn signed_map() -> &'static [f32; 256] {
-    unimplemented!()
-}
+pub fn signed_map() -> &'static [f32; 256] { unimplemented!() }

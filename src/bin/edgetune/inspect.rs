@@ -45,11 +45,7 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&to_json(&args.model, &file, &weights))
-                .expect("JSON of plain values")
-        );
+        println!("{}", serde_json::to_string_pretty(&to_json(&args.model, &file, &weights)).expect("JSON of plain values"));
     } else {
         print_text(&args.model, &file, &weights);
     }
@@ -151,11 +147,7 @@ fn short_value(v: &Value) -> String {
     }
     match v {
         Value::String(s) if s.chars().count() > 80 => {
-            format!(
-                "{:?}... ({} bytes)",
-                s.chars().take(60).collect::<String>(),
-                s.len()
-            )
+            format!("{:?}... ({} bytes)", s.chars().take(60).collect::<String>(), s.len())
         }
         Value::String(s) => format!("{s:?}"),
         Value::Array(a) => match a {
@@ -202,10 +194,7 @@ pub fn human_bytes(b: u64) -> String {
 }
 
 fn shape(w: &WeightInfo) -> String {
-    w.ne.iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join(" x ")
+    w.ne.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" x ")
 }
 
 fn print_text(path: &std::path::Path, file: &GgufFile, weights: &Weights) {
@@ -224,20 +213,9 @@ fn print_text(path: &std::path::Path, file: &GgufFile, weights: &Weights) {
         println!("  {k} = {}", short_value(v));
     }
     println!("\nweights (shape in GGUF order, ne[0] first):");
-    let width = weights
-        .list()
-        .iter()
-        .map(|w| w.name.len())
-        .max()
-        .unwrap_or(4);
+    let width = weights.list().iter().map(|w| w.name.len()).max().unwrap_or(4);
     for w in weights.list() {
-        println!(
-            "  {:<width$}  {:<7} {:<16} {:>12}",
-            w.name,
-            w.storage.name(),
-            shape(w),
-            human_bytes(w.bytes)
-        );
+        println!("  {:<width$}  {:<7} {:<16} {:>12}", w.name, w.storage.name(), shape(w), human_bytes(w.bytes));
     }
     println!("\nmemory estimate (weights are mapped read-only; pages load on first use):");
     let mut total = 0;

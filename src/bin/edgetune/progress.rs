@@ -23,11 +23,7 @@ impl Progress {
             bar.set_prefix(label.to_string());
             bar
         });
-        Progress {
-            bar,
-            label: label.to_string(),
-            last_decile: 0,
-        }
+        Progress { bar, label: label.to_string(), last_decile: 0 }
     }
 
     pub fn update(&mut self, done: u64, total: u64, msg: &str) {
