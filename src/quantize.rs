@@ -10,6 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::gguf::{Array, GgmlType, GgufFile, GgufWriter, TensorSpec, Value};
+use crate::quant::dynamic8::{CodeMap, Rounding};
 use crate::quant::nf4::{self, Nf4Params};
 use crate::weights::{nf4_keys, Storage, WeightInfo, Weights};
 use std::io::Write;
@@ -83,6 +84,19 @@ pub struct QuantizeParams {
     pub embeddings: EmbeddingPolicy,
 }
 
+impl QuantizeParams {
+    /// The NF4 encoder settings. The double-quantized absmax codes are rounded exactly as
+    /// bitsandbytes computes them on CPU (its 8-bit lookup-table kernel), so an NF4 file written
+    /// here decodes to the same weights as a bitsandbytes QLoRA model (docs/nf4-details.md).
+    pub fn nf4_params(&self) -> Nf4Params {
+        Nf4Params {
+            block_size: self.block_size,
+            double_quant: self.double_quant,
+            absmax_rounding: Rounding::BnbCpuTable,
+        }
+    }
+}
+
 impl Default for QuantizeParams {
     fn default() -> Self {
         QuantizeParams {
@@ -153,7 +167,7 @@ fn is_embedding(name: &str) -> bool {
 /// Decides what happens to every weight, without touching tensor data.
 pub fn plan(weights: &Weights, params: &QuantizeParams) -> Result<Vec<PlannedWeight>> {
     if params.target == Target::Nf4 || params.embeddings == EmbeddingPolicy::Type(Target::Nf4) {
-        Nf4Params::new(params.block_size, params.double_quant)?;
+        nf4::check_block_size(params.block_size)?;
     }
     let mut out = Vec::new();
     for w in weights.list() {
@@ -269,9 +283,9 @@ pub fn quantize_file(
         writer.set(nf4_keys::DOUBLE_QUANT, Value::Bool(params.double_quant));
         if params.double_quant {
             writer.set(nf4_keys::NESTED_BLOCK_SIZE, Value::U32(256));
-            writer.set(nf4_keys::NESTED_CODE, Value::Array(Array::F32(crate::quant::dynamic8::signed_map().to_vec())));
+            writer.set(nf4_keys::NESTED_CODE, Value::Array(Array::F32(CodeMap::signed().values().to_vec())));
         }
-        writer.set(nf4_keys::CODE, Value::Array(Array::F32(nf4::CODE.to_vec())));
+        writer.set(nf4_keys::CODE, Value::Array(Array::F32(nf4::nf4_values().to_vec())));
         writer.set(nf4_keys::TENSORS, Value::Array(Array::String(nf4_names)));
     }
 
@@ -330,7 +344,7 @@ pub fn quantize_file(
             }
             Action::Nf4 => {
                 let values = weights.dequantize(&p.weight)?;
-                let q = nf4::quantize(&values, Nf4Params::new(params.block_size, params.double_quant)?)
+                let q = nf4::quantize(&values, params.nf4_params())
                     .map_err(|e| Error::Quant(format!("tensor '{}': {e}", p.weight.name)))?;
                 out.write_all(&q.codes).map_err(io)?;
                 pending.extend(nf4_scale_parts(&q));
@@ -407,8 +421,8 @@ fn output_specs(p: &PlannedWeight, params: &QuantizeParams) -> Vec<TensorSpec> {
 fn nf4_scale_parts(q: &nf4::Nf4Tensor) -> Vec<Vec<u8>> {
     let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     match &q.scales {
-        nf4::Nf4OwnedScales::Plain(absmax) => vec![f32_bytes(absmax)],
-        nf4::Nf4OwnedScales::Double { q, absmax2, offset } => {
+        nf4::Nf4Scales::Absmax(absmax) => vec![f32_bytes(absmax)],
+        nf4::Nf4Scales::DoubleQuant { q, absmax2, offset } => {
             vec![q.clone(), f32_bytes(absmax2), offset.to_le_bytes().to_vec()]
         }
     }

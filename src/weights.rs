@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::gguf::{Array, GgmlType, GgufFile, Header, TensorInfo, Value};
-use crate::quant::nf4::{Nf4Scales, Nf4View};
+use crate::quant::nf4::{F32Slice, Nf4ScalesView, Nf4View};
 
 /// Metadata keys and tensor suffixes of the NF4-in-GGUF encoding (docs/nf4-gguf.md).
 pub mod nf4_keys {
@@ -113,11 +113,15 @@ impl<'f> Weights<'f> {
                     let offset = f32::from_le_bytes(offset_bytes[..4].try_into().map_err(|_| {
                         Error::Quant(format!("NF4 weight '{}': offset tensor is empty", w.name))
                     })?);
-                    Nf4Scales::Double { q: part(1), absmax2: part(2), offset }
+                    Nf4ScalesView::DoubleQuant {
+                        q: part(1),
+                        absmax2: F32Slice::LeBytes(part(2)),
+                        offset,
+                    }
                 } else {
-                    Nf4Scales::Plain(part(1))
+                    Nf4ScalesView::Absmax(F32Slice::LeBytes(part(1)))
                 };
-                let view = Nf4View::new(part(0), scales, w.n_elements() as usize, block_size)
+                let view = Nf4View::new(part(0), scales, block_size, w.n_elements() as usize)
                     .map_err(|e| Error::Quant(format!("NF4 weight '{}': {e}", w.name)))?;
                 Ok(WeightData::Nf4(view))
             }
