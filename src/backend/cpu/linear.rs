@@ -136,7 +136,7 @@ impl PackB for BackwardB<'_> {
             return Ok(());
         }
         let panels = nc.div_ceil(nr);
-        if nc % nr != 0 {
+        if !nc.is_multiple_of(nr) {
             dst[(panels - 1) * kc * nr..panels * kc * nr].fill(0.0);
         }
         dec.rows.resize(nc, 0.0);

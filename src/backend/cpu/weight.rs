@@ -1,11 +1,13 @@
 //! Reading a weight `W[n_out, n_in]` (any storage) as f32, a range of one row at a time, straight
-//! from its zero-copy view. F32 weights that are 4-byte aligned are used in place; every other
-//! storage is decoded block by block with `crate::quant` into the caller's scratch.
+//! from its zero-copy view. F32 weights that are 4-byte aligned are used in place; ggml block
+//! formats are decoded whole blocks at a time with `crate::quant`, NF4 over any element range with
+//! `Nf4View::dequantize_range`, into the caller's scratch.
 
 use super::pack::Dense;
 use crate::backend::LinearWeight;
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
+use crate::quant::nf4::Nf4View;
 use crate::weights::WeightData;
 
 enum Storage<'a> {
@@ -17,6 +19,8 @@ enum Storage<'a> {
         bytes: &'a [u8],
         row_bytes: usize,
     },
+    /// NF4: rows need not align with NF4 blocks; any element range decodes.
+    Nf4(Nf4View<'a>),
 }
 
 /// A validated weight whose row ranges can be decoded.
@@ -60,15 +64,31 @@ impl<'a> WeightRows<'a> {
                 }
                 match (ty, f32_view(bytes)) {
                     (GgmlType::F32, Some(v)) => Storage::F32(v),
-                    (GgmlType::F32, None) => Storage::Ggml { ty, bytes, row_bytes },
-                    _ if crate::quant::can_dequantize(ty) => Storage::Ggml { ty, bytes, row_bytes },
-                    _ => return Err(Error::Unsupported(format!("{name_for_errors}: weights of type {ty}"))),
+                    (GgmlType::F32, None) => Storage::Ggml {
+                        ty,
+                        bytes,
+                        row_bytes,
+                    },
+                    _ if crate::quant::can_dequantize(ty) => Storage::Ggml {
+                        ty,
+                        bytes,
+                        row_bytes,
+                    },
+                    _ => {
+                        return Err(Error::Unsupported(format!(
+                            "{name_for_errors}: weights of type {ty}"
+                        )))
+                    }
                 }
             }
-            WeightData::Nf4(_) => {
-                return Err(Error::Unsupported(format!(
-                    "{name_for_errors}: NF4 weights (the row-range decoder Nf4View::dequantize_range is not available yet)"
-                )))
+            WeightData::Nf4(view) => {
+                if n_in.checked_mul(n_out) != Some(view.n_elements()) {
+                    return Err(Error::InvalidArgument(format!(
+                        "{name_for_errors}: NF4 weight [{n_out}, {n_in}] needs {n_out}x{n_in} elements, the view has {}",
+                        view.n_elements()
+                    )));
+                }
+                Storage::Nf4(*view)
             }
         };
         Ok(WeightRows {
@@ -82,7 +102,7 @@ impl<'a> WeightRows<'a> {
     pub fn dense(&self) -> Option<Dense<'a>> {
         match self.storage {
             Storage::F32(v) => Some(Dense::row_major(v, self.n_in)),
-            Storage::Ggml { .. } => None,
+            Storage::Ggml { .. } | Storage::Nf4(_) => None,
         }
     }
 
@@ -91,6 +111,7 @@ impl<'a> WeightRows<'a> {
         match self.storage {
             Storage::F32(_) => 1,
             Storage::Ggml { ty, .. } => ty.block_size(),
+            Storage::Nf4(view) => view.block_size(),
         }
     }
 
@@ -112,7 +133,7 @@ impl<'a> WeightRows<'a> {
                 let (bs, ts) = (ty.block_size(), ty.type_size());
                 let (b0, b1) = (c0 / bs, c1.div_ceil(bs));
                 let src = &bytes[row * row_bytes + b0 * ts..row * row_bytes + b1 * ts];
-                if c0 % bs == 0 && c1 % bs == 0 {
+                if c0.is_multiple_of(bs) && c1.is_multiple_of(bs) {
                     decode_blocks(ty, src, dst)
                 } else {
                     tmp.resize((b1 - b0) * bs, 0.0);
@@ -122,6 +143,7 @@ impl<'a> WeightRows<'a> {
                     Ok(())
                 }
             }
+            Storage::Nf4(view) => view.dequantize_range(row * self.n_in + c0, dst),
         }
     }
 }

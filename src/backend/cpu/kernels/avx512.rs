@@ -1,10 +1,5 @@
 //! AVX-512 (F) kernels: a 14x32 register tile (28 accumulators, 2 B vectors, 1 A broadcast of the
 //! 32 zmm registers).
-//!
-//! The AVX-512 intrinsics are stable since Rust 1.89, above the crate's declared `rust-version`
-//! (1.80): raising it crate-wide turns on newer Clippy lints in other modules, so that is left to
-//! one deliberate change; until then Clippy's MSRV check is silenced here only.
-#![allow(clippy::incompatible_msrv)]
 
 use std::arch::x86_64::*;
 

@@ -202,11 +202,15 @@ mod tests {
     use super::*;
 
     fn data(n: usize, seed: u32) -> Vec<f32> {
-        (0..n).map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) as f32 / u32::MAX as f32 - 0.5).collect()
+        (0..n)
+            .map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) as f32 / u32::MAX as f32 - 0.5)
+            .collect()
     }
 
     fn levels() -> impl Iterator<Item = &'static Kernels> {
-        available_levels().iter().map(|&l| Kernels::for_level(l).expect("available level"))
+        available_levels()
+            .iter()
+            .map(|&l| Kernels::for_level(l).expect("available level"))
     }
 
     #[test]
@@ -223,7 +227,12 @@ mod tests {
                         scalar::transpose(src, ld, rows, kc, &mut want, width);
                         let mut got = vec![-1.0; kc * width];
                         k.transpose(src, ld, rows, kc, &mut got, width);
-                        assert_eq!(got, want, "{:?} rows {rows} kc {kc} width {width}", k.level());
+                        assert_eq!(
+                            got,
+                            want,
+                            "{:?} rows {rows} kc {kc} width {width}",
+                            k.level()
+                        );
                     }
                 }
             }
@@ -239,13 +248,21 @@ mod tests {
                 let want = scalar::dot(a, b) as f64;
                 let got = k.dot(a, b) as f64;
                 let sum_abs: f64 = a.iter().zip(b).map(|(x, y)| (x * y).abs() as f64).sum();
-                assert!((got - want).abs() <= 1e-6 * sum_abs + 1e-7, "{:?} dot n {n}: {got} vs {want}", k.level());
+                assert!(
+                    (got - want).abs() <= 1e-6 * sum_abs + 1e-7,
+                    "{:?} dot n {n}: {got} vs {want}",
+                    k.level()
+                );
                 let mut want = data(n + 1, 4);
                 let mut got = want.clone();
                 scalar::axpy(0.37, a, &mut want[1..]);
                 k.axpy(0.37, a, &mut got[1..]);
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                    assert!((g - w).abs() <= 1e-6, "{:?} axpy n {n} at {i}: {g} vs {w}", k.level());
+                    assert!(
+                        (g - w).abs() <= 1e-6,
+                        "{:?} axpy n {n} at {i}: {g} vs {w}",
+                        k.level()
+                    );
                 }
             }
         }

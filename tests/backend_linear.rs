@@ -1,0 +1,328 @@
+//! Do the CPU backend's linear layers give `x·Wᵀ` and `dx + dy·W` for every weight storage, at
+//! every SIMD level and thread count? The reference decodes the whole weight with the storage's
+//! own decoder (the quant modules, tested against their reference libraries) and multiplies in
+//! f64. Shapes cover the matrix-vector path (m <= 4), the packed GEMM, rows that do not align with
+//! NF4 blocks, and sizes that cross the packing blocks (256).
+
+mod backend_support;
+
+use backend_support::{bytes_at_offset, naive_gemm, Rng, Tolerance};
+use edgetune::backend::cpu::CpuBackend;
+use edgetune::backend::{Backend, LinearWeight};
+use edgetune::cpu::available_levels;
+use edgetune::gguf::GgmlType;
+use edgetune::quant::nf4::{self, Nf4Params, Nf4Tensor};
+use edgetune::weights::WeightData;
+
+/// How a test weight is stored.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// F32 bytes at a 4-byte boundary (used in place) or one byte off (decoded).
+    F32 {
+        misalign: usize,
+    },
+    Nf4 {
+        block: usize,
+        double_quant: bool,
+    },
+}
+
+const KINDS: [Kind; 4] = [
+    Kind::F32 { misalign: 0 },
+    Kind::F32 { misalign: 1 },
+    Kind::Nf4 {
+        block: 64,
+        double_quant: true,
+    },
+    Kind::Nf4 {
+        block: 32,
+        double_quant: false,
+    },
+];
+
+/// `(m, n_in, n_out)`.
+const SHAPES: [(usize, usize, usize); 9] = [
+    (1, 67, 13),
+    (2, 300, 70),
+    (4, 37, 300),
+    (5, 67, 70),
+    (17, 300, 13),
+    (33, 7, 300),
+    (29, 576, 192),
+    (3, 1, 1),
+    (20, 1, 9),
+];
+
+/// The stored bytes of a weight, and what its decoder says it holds.
+enum Stored {
+    Bytes {
+        buf: Vec<u8>,
+        start: usize,
+        ty: GgmlType,
+    },
+    Nf4(Nf4Tensor),
+}
+
+struct TestWeight {
+    stored: Stored,
+    decoded: Vec<f32>,
+    n_in: usize,
+    n_out: usize,
+}
+
+impl TestWeight {
+    fn new(kind: Kind, n_in: usize, n_out: usize, seed: u64) -> TestWeight {
+        let w = Rng::new(seed).vec(n_in * n_out);
+        let (stored, decoded) = match kind {
+            Kind::F32 { misalign } => {
+                let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let (buf, start) = bytes_at_offset(&bytes, misalign);
+                (
+                    Stored::Bytes {
+                        buf,
+                        start,
+                        ty: GgmlType::F32,
+                    },
+                    w,
+                )
+            }
+            Kind::Nf4 {
+                block,
+                double_quant,
+            } => {
+                let params = Nf4Params {
+                    block_size: block,
+                    double_quant,
+                    ..Nf4Params::default()
+                };
+                let t = nf4::quantize(&w, params).expect("nf4 quantize");
+                let mut decoded = vec![0f32; w.len()];
+                t.dequantize(&mut decoded).expect("nf4 dequantize");
+                (Stored::Nf4(t), decoded)
+            }
+        };
+        TestWeight {
+            stored,
+            decoded,
+            n_in,
+            n_out,
+        }
+    }
+
+    fn linear(&self) -> LinearWeight<'_> {
+        let data = match &self.stored {
+            Stored::Bytes { buf, start, ty } => {
+                let len = ty.row_bytes(self.n_in as u64).expect("row bytes") as usize * self.n_out;
+                WeightData::Ggml {
+                    ty: *ty,
+                    bytes: &buf[*start..*start + len],
+                }
+            }
+            Stored::Nf4(t) => WeightData::Nf4(t.view().expect("nf4 view")),
+        };
+        LinearWeight {
+            data,
+            n_in: self.n_in,
+            n_out: self.n_out,
+        }
+    }
+}
+
+/// One layer's inputs and f64 references for forward and backward.
+struct Case {
+    name: String,
+    m: usize,
+    w: TestWeight,
+    x: Vec<f32>,
+    dy: Vec<f32>,
+    dx0: Vec<f32>,
+    want_y: Vec<f64>,
+    want_dx: Vec<f64>,
+}
+
+impl Case {
+    fn new(kind: Kind, (m, n_in, n_out): (usize, usize, usize), seed: u64) -> Case {
+        let w = TestWeight::new(kind, n_in, n_out, seed);
+        let mut rng = Rng::new(seed + 1);
+        let (x, dy, dx0) = (rng.vec(m * n_in), rng.vec(m * n_out), rng.vec(m * n_in));
+        let wd = &w.decoded;
+        let want_y = naive_gemm(
+            m,
+            n_out,
+            n_in,
+            |i, p| x[i * n_in + p],
+            |p, j| wd[j * n_in + p],
+            &[],
+            0.0,
+        );
+        let want_dx = naive_gemm(
+            m,
+            n_in,
+            n_out,
+            |i, p| dy[i * n_out + p],
+            |p, j| wd[p * n_in + j],
+            &dx0,
+            1.0,
+        );
+        let name = format!("{kind:?} m={m} n_in={n_in} n_out={n_out}");
+        Case {
+            name,
+            m,
+            w,
+            x,
+            dy,
+            dx0,
+            want_y,
+            want_dx,
+        }
+    }
+
+    fn forward(&self, be: &CpuBackend) -> Vec<f32> {
+        let mut y = vec![f32::NAN; self.m * self.w.n_out];
+        be.linear_forward(&self.x, self.m, &self.w.linear(), &mut y)
+            .expect("forward");
+        y
+    }
+
+    fn backward(&self, be: &CpuBackend) -> Vec<f32> {
+        let mut dx = self.dx0.clone();
+        be.linear_backward_input(&self.dy, self.m, &self.w.linear(), &mut dx)
+            .expect("backward");
+        dx
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let mut v = Vec::new();
+    for (k, &kind) in KINDS.iter().enumerate() {
+        for (s, &shape) in SHAPES.iter().enumerate() {
+            v.push(Case::new(kind, shape, (k * 100 + s) as u64));
+        }
+    }
+    v
+}
+
+#[test]
+fn linear_matches_decoded_weight_matmul_at_every_level_and_thread_count() {
+    let cases = cases();
+    for &level in available_levels() {
+        for threads in [1, 2] {
+            let be = CpuBackend::with_level(threads, level).expect("backend");
+            for c in &cases {
+                let at = format!("{} level={} threads={threads}", c.name, level.name());
+                Tolerance::for_sum(c.w.n_in).assert_close(
+                    &format!("forward {at}"),
+                    &c.forward(&be),
+                    &c.want_y,
+                );
+                Tolerance::for_sum(c.w.n_out).assert_close(
+                    &format!("backward {at}"),
+                    &c.backward(&be),
+                    &c.want_dx,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn linear_is_bit_identical_across_thread_counts() {
+    let cases = cases();
+    for &level in available_levels() {
+        let backends: Vec<_> = [1, 2, 3]
+            .into_iter()
+            .map(|t| CpuBackend::with_level(t, level).unwrap())
+            .collect();
+        for c in &cases {
+            let (y1, dx1) = (c.forward(&backends[0]), c.backward(&backends[0]));
+            for be in &backends[1..] {
+                let same =
+                    |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                let at = format!("{} level={} threads={}", c.name, level.name(), be.threads());
+                assert!(
+                    same(&c.forward(be), &y1),
+                    "forward {at} differs from 1 thread"
+                );
+                assert!(
+                    same(&c.backward(be), &dx1),
+                    "backward {at} differs from 1 thread"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn linear_rejects_inconsistent_shapes_with_the_values_in_the_message() {
+    let be = CpuBackend::new(2).unwrap();
+    let w = TestWeight::new(Kind::F32 { misalign: 0 }, 8, 3, 1);
+    let lw = w.linear();
+    let mut y = vec![0.0; 6];
+    let err = be
+        .linear_forward(&[0.0; 15], 2, &lw, &mut y)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("x has 15 elements, expected 2x8"), "{err}");
+    let err = be
+        .linear_forward(&[0.0; 16], 2, &lw, &mut y[..5])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("y has 5 elements, expected 2x3"), "{err}");
+    let err = be
+        .linear_backward_input(&[0.0; 6], 2, &lw, &mut [0.0; 15])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dx has 15 elements, expected 2x8"), "{err}");
+
+    // The byte view must match the shape exactly, and the row length the block size.
+    let bytes = vec![0u8; 4 * 8 * 3];
+    let short = LinearWeight {
+        data: WeightData::Ggml {
+            ty: GgmlType::F32,
+            bytes: &bytes[..95],
+        },
+        n_in: 8,
+        n_out: 3,
+    };
+    let err = be
+        .linear_forward(&[0.0; 16], 2, &short, &mut y)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs 32x3 bytes, the view has 95"), "{err}");
+    let q8 = LinearWeight {
+        data: WeightData::Ggml {
+            ty: GgmlType::Q8_0,
+            bytes: &bytes,
+        },
+        n_in: 33,
+        n_out: 1,
+    };
+    let err = be
+        .linear_forward(&[0.0; 66], 2, &q8, &mut y[..2])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("n_in 33 is not a multiple of the Q8_0 block size 32"),
+        "{err}"
+    );
+
+    // An NF4 view of a different element count.
+    let w = TestWeight::new(
+        Kind::Nf4 {
+            block: 64,
+            double_quant: true,
+        },
+        8,
+        3,
+        1,
+    );
+    let wrong = LinearWeight {
+        n_in: 4,
+        ..w.linear()
+    };
+    let err = be
+        .linear_forward(&[0.0; 8], 2, &wrong, &mut y)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs 3x4 elements, the view has 24"), "{err}");
+}
