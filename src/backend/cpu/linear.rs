@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 
 /// Up to this many rows, linear layers use the matrix-vector path.
 pub(crate) const GEMV_MAX_M: usize = 4;
+/// Floats of W the matrix-vector path decodes per call.
+const GEMV_BATCH: usize = 4096;
 
 fn check_len(what: &str, len: usize, rows: usize, cols: usize) -> Result<()> {
     if rows.checked_mul(cols) == Some(len) {
@@ -168,20 +170,26 @@ fn forward_gemv(
     let yp = SharedC::new(y);
     pool.run(parts.len(), |t| {
         with_scratch(|s| {
-            let buf = s.bpack.get(n_in);
-            for j in parts[t].0..parts[t].1 {
-                let row: &[f32] = match w.dense() {
-                    Some(d) => &d.data[j * n_in..(j + 1) * n_in],
+            let (j0, j1) = parts[t];
+            // Rows decode a batch at a time (one decoder call), about 16 KiB of f32.
+            let batch = (GEMV_BATCH / n_in.max(1)).max(1);
+            let buf = s.bpack.get(batch * n_in);
+            for jb in (j0..j1).step_by(batch) {
+                let rows = batch.min(j1 - jb);
+                let decoded: &[f32] = match w.dense() {
+                    Some(d) => &d.data[jb * n_in..(jb + rows) * n_in],
                     None => {
-                        w.decode(j, 0, buf, &mut s.dec.blocks)?;
-                        buf
+                        w.decode_rows(jb, &mut buf[..rows * n_in])?;
+                        &buf[..rows * n_in]
                     }
                 };
-                for i in 0..m {
-                    let v = kern.dot(&x[i * n_in..(i + 1) * n_in], row);
-                    // SAFETY: `i < m`, `j < n_out`, so the element is inside `y` (length
-                    // `m·n_out`, checked); column `j` belongs to this task's range only.
-                    unsafe { *yp.ptr().add(i * n_out + j) = v };
+                for (r, row) in decoded.chunks_exact(n_in.max(1)).enumerate() {
+                    for i in 0..m {
+                        let v = kern.dot(&x[i * n_in..(i + 1) * n_in], row);
+                        // SAFETY: `i < m`, `jb + r < n_out`, so the element is inside `y`
+                        // (length `m·n_out`, checked); column `jb + r` is this task's only.
+                        unsafe { *yp.ptr().add(i * n_out + jb + r) = v };
+                    }
                 }
             }
             Ok(())
@@ -213,22 +221,32 @@ fn backward_gemv(
         let (c0, c1) = parts[t];
         let len = c1 - c0;
         with_scratch(|s| {
-            let buf = s.bpack.get(len);
-            for j in 0..n_out {
-                let row: &[f32] = match w.dense() {
-                    Some(d) => &d.data[j * n_in + c0..j * n_in + c1],
-                    None => {
-                        w.decode(j, c0, buf, &mut s.dec.blocks)?;
-                        buf
+            // A task that owns whole rows decodes a batch of rows per call.
+            let batch = if len == n_in { (GEMV_BATCH / n_in).max(1) } else { 1 };
+            let buf = s.bpack.get(batch * len);
+            for jb in (0..n_out).step_by(batch) {
+                let rows = batch.min(n_out - jb);
+                let decoded: &[f32] = match (w.dense(), batch) {
+                    (Some(d), _) if len == n_in => &d.data[jb * n_in..(jb + rows) * n_in],
+                    (Some(d), _) => &d.data[jb * n_in + c0..jb * n_in + c1],
+                    (None, 1) => {
+                        w.decode(jb, c0, &mut buf[..len], &mut s.dec.blocks)?;
+                        &buf[..len]
+                    }
+                    (None, _) => {
+                        w.decode_rows(jb, &mut buf[..rows * len])?;
+                        &buf[..rows * len]
                     }
                 };
-                for i in 0..m {
-                    // SAFETY: `dx` has `m·n_in` elements (checked) and `c1 <= n_in`; columns
-                    // `c0..c1` of every row belong to this task only.
-                    let out = unsafe {
-                        std::slice::from_raw_parts_mut(dxp.ptr().add(i * n_in + c0), len)
-                    };
-                    kern.axpy(dy[i * n_out + j], row, out);
+                for (r, row) in decoded.chunks_exact(len).enumerate() {
+                    for i in 0..m {
+                        // SAFETY: `dx` has `m·n_in` elements (checked) and `c1 <= n_in`;
+                        // columns `c0..c1` of every row belong to this task only.
+                        let out = unsafe {
+                            std::slice::from_raw_parts_mut(dxp.ptr().add(i * n_in + c0), len)
+                        };
+                        kern.axpy(dy[i * n_out + jb + r], row, out);
+                    }
                 }
             }
             Ok(())

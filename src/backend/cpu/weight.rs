@@ -115,6 +115,23 @@ impl<'a> WeightRows<'a> {
         }
     }
 
+    /// Writes whole rows `row0..row0 + dst.len() / n_in` to `dst` (one decode call: consecutive
+    /// rows are consecutive in every storage).
+    pub fn decode_rows(&self, row0: usize, dst: &mut [f32]) -> Result<()> {
+        let rows = dst.len() / self.n_in.max(1);
+        debug_assert!(rows * self.n_in == dst.len() && row0 + rows <= self.n_out);
+        match self.storage {
+            Storage::F32(v) => {
+                dst.copy_from_slice(&v[row0 * self.n_in..(row0 + rows) * self.n_in]);
+                Ok(())
+            }
+            Storage::Ggml { ty, bytes, row_bytes } => {
+                decode_blocks(ty, &bytes[row0 * row_bytes..(row0 + rows) * row_bytes], dst)
+            }
+            Storage::Nf4(view) => view.dequantize_range(row0 * self.n_in, dst),
+        }
+    }
+
     /// Writes `W[row, c0..c0 + dst.len()]` to `dst`. Ranges that do not start and end on block
     /// boundaries decode the covering blocks into `tmp` first.
     pub fn decode(&self, row: usize, c0: usize, dst: &mut [f32], tmp: &mut Vec<f32>) -> Result<()> {
