@@ -261,3 +261,15 @@ fn checked_gemm_rejects_bad_lengths_and_new_rejects_zero_threads() {
         .is_err());
     assert!(CpuBackend::new(0).is_err());
 }
+
+#[test]
+fn every_available_level_has_kernels_and_aarch64_always_has_neon() {
+    for &level in available_levels() {
+        let be = backend(level, 1);
+        let (mr, nr) = be.tile();
+        assert!(mr >= 1 && nr >= 1, "{level:?}");
+    }
+    if cfg!(target_arch = "aarch64") {
+        assert!(available_levels().contains(&SimdLevel::Neon));
+    }
+}

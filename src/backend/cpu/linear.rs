@@ -222,7 +222,11 @@ fn backward_gemv(
         let len = c1 - c0;
         with_scratch(|s| {
             // A task that owns whole rows decodes a batch of rows per call.
-            let batch = if len == n_in { (GEMV_BATCH / n_in).max(1) } else { 1 };
+            let batch = if len == n_in {
+                (GEMV_BATCH / n_in).max(1)
+            } else {
+                1
+            };
             let buf = s.bpack.get(batch * len);
             for jb in (0..n_out).step_by(batch) {
                 let rows = batch.min(n_out - jb);

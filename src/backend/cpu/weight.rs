@@ -125,9 +125,11 @@ impl<'a> WeightRows<'a> {
                 dst.copy_from_slice(&v[row0 * self.n_in..(row0 + rows) * self.n_in]);
                 Ok(())
             }
-            Storage::Ggml { ty, bytes, row_bytes } => {
-                decode_blocks(ty, &bytes[row0 * row_bytes..(row0 + rows) * row_bytes], dst)
-            }
+            Storage::Ggml {
+                ty,
+                bytes,
+                row_bytes,
+            } => decode_blocks(ty, &bytes[row0 * row_bytes..(row0 + rows) * row_bytes], dst),
             Storage::Nf4(view) => view.dequantize_range(row0 * self.n_in, dst),
         }
     }

@@ -92,7 +92,7 @@ static NEON: Kernels = Kernels {
     micro: neon::micro,
     dot: neon::dot,
     axpy: neon::axpy,
-    transpose: scalar::transpose_unsafe,
+    transpose: neon::transpose,
 };
 
 impl Kernels {

@@ -95,3 +95,59 @@ pub unsafe fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
         }
     }
 }
+
+/// `dst[p·width + r] = src[r·ld + p]` for `r < rows`, `p < kc` (see `scalar::transpose`), in 4x4
+/// register blocks. Rows go in groups of 4 (the last group overlaps the previous one when
+/// `rows % 4 != 0`); fewer than 4 rows, and the `kc % 4` tail, are copied one by one.
+///
+/// # Safety
+/// The CPU must have NEON; `src.len() >= (rows-1)·ld + kc`, `dst.len() >= (kc-1)·width + rows`,
+/// `rows <= width` (checked by the caller, `Kernels::transpose`).
+#[target_feature(enable = "neon")]
+pub unsafe fn transpose(
+    src: &[f32],
+    ld: usize,
+    rows: usize,
+    kc: usize,
+    dst: &mut [f32],
+    width: usize,
+) {
+    if rows < LANES {
+        return super::scalar::transpose(src, ld, rows, kc, dst, width);
+    }
+    let kc4 = kc / LANES * LANES;
+    let mut g = 0;
+    loop {
+        let (s, d) = (src[g * ld..].as_ptr(), dst[g..].as_mut_ptr());
+        for p in (0..kc4).step_by(LANES) {
+            // SAFETY: rows `g..g+4` exist (`g + 4 <= rows`), so the loads read
+            // `src[(g+r)·ld + p..+4]` with `p + 4 <= kc`, inside `src`; the stores write
+            // `dst[(p+q)·width + g..+4]` with `g + 4 <= rows <= width`, inside `dst`.
+            unsafe {
+                let r: [float32x4_t; 4] = std::array::from_fn(|i| vld1q_f32(s.add(i * ld + p)));
+                let t0 = vreinterpretq_f64_f32(vtrn1q_f32(r[0], r[1]));
+                let t1 = vreinterpretq_f64_f32(vtrn2q_f32(r[0], r[1]));
+                let t2 = vreinterpretq_f64_f32(vtrn1q_f32(r[2], r[3]));
+                let t3 = vreinterpretq_f64_f32(vtrn2q_f32(r[2], r[3]));
+                let cols = [
+                    vtrn1q_f64(t0, t2),
+                    vtrn1q_f64(t1, t3),
+                    vtrn2q_f64(t0, t2),
+                    vtrn2q_f64(t1, t3),
+                ];
+                for (q, c) in cols.iter().enumerate() {
+                    vst1q_f32(d.add((p + q) * width), vreinterpretq_f32_f64(*c));
+                }
+            }
+        }
+        for r in g..g + LANES {
+            for p in kc4..kc {
+                dst[p * width + r] = src[r * ld + p];
+            }
+        }
+        if g + LANES == rows {
+            break;
+        }
+        g = (g + LANES).min(rows - LANES);
+    }
+}
