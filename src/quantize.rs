@@ -45,8 +45,13 @@ impl Target {
     }
 }
 
-const ENCODABLE: [GgmlType; 5] =
-    [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::F16, GgmlType::BF16, GgmlType::F32];
+const ENCODABLE: [GgmlType; 5] = [
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::F32,
+];
 
 /// What happens to `token_embd.weight` and `output.weight`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,7 +200,11 @@ pub fn plan(weights: &Weights, params: &QuantizeParams) -> Result<Vec<PlannedWei
             (Action::Copy, Storage::Nf4 { .. }) => Action::Nf4,
             _ => action,
         };
-        out.push(PlannedWeight { weight: w.clone(), action, note });
+        out.push(PlannedWeight {
+            weight: w.clone(),
+            action,
+            note,
+        });
     }
     Ok(out)
 }
@@ -223,19 +232,27 @@ fn choose_action(w: &WeightInfo, target: Target) -> Result<(Action, Option<Strin
                     nf4_keys::MAX_BASE_NAME_LEN
                 )));
             }
-            if ne0 % 2 == 0 {
+            if ne0.is_multiple_of(2) {
                 Ok((Action::Nf4, None))
             } else {
-                Ok((Action::Encode(GgmlType::F16), Some(format!("{}: ne[0]={ne0} is odd, kept as F16", w.name))))
+                Ok((
+                    Action::Encode(GgmlType::F16),
+                    Some(format!("{}: ne[0]={ne0} is odd, kept as F16", w.name)),
+                ))
             }
         }
         Target::Ggml(t) => {
-            if ne0 % t.block_size() as u64 == 0 {
+            if ne0.is_multiple_of(t.block_size() as u64) {
                 Ok((Action::Encode(t), None))
             } else {
                 Ok((
                     Action::Encode(GgmlType::F16),
-                    Some(format!("{}: ne[0]={ne0} is not a multiple of {}'s block size {}, kept as F16", w.name, t, t.block_size())),
+                    Some(format!(
+                        "{}: ne[0]={ne0} is not a multiple of {}'s block size {}, kept as F16",
+                        w.name,
+                        t,
+                        t.block_size()
+                    )),
                 ))
             }
         }
@@ -275,17 +292,26 @@ pub fn quantize_file(
     if let Some(ft) = file_type(params.target) {
         writer.set("general.file_type", Value::U32(ft));
     }
-    let nf4_names: Vec<String> =
-        planned.iter().filter(|p| p.action == Action::Nf4).map(|p| p.weight.name.clone()).collect();
+    let nf4_names: Vec<String> = planned
+        .iter()
+        .filter(|p| p.action == Action::Nf4)
+        .map(|p| p.weight.name.clone())
+        .collect();
     if !nf4_names.is_empty() {
         writer.set(nf4_keys::VERSION, Value::U32(nf4_keys::CURRENT_VERSION));
         writer.set(nf4_keys::BLOCK_SIZE, Value::U32(params.block_size as u32));
         writer.set(nf4_keys::DOUBLE_QUANT, Value::Bool(params.double_quant));
         if params.double_quant {
             writer.set(nf4_keys::NESTED_BLOCK_SIZE, Value::U32(256));
-            writer.set(nf4_keys::NESTED_CODE, Value::Array(Array::F32(CodeMap::signed().values().to_vec())));
+            writer.set(
+                nf4_keys::NESTED_CODE,
+                Value::Array(Array::F32(CodeMap::signed().values().to_vec())),
+            );
         }
-        writer.set(nf4_keys::CODE, Value::Array(Array::F32(nf4::nf4_values().to_vec())));
+        writer.set(
+            nf4_keys::CODE,
+            Value::Array(Array::F32(nf4::nf4_values().to_vec())),
+        );
         writer.set(nf4_keys::TENSORS, Value::Array(Array::String(nf4_names)));
     }
 
@@ -335,7 +361,10 @@ pub fn quantize_file(
             Action::Encode(t) => {
                 let values = weights.dequantize(&p.weight)?;
                 let n_bytes = t.tensor_bytes(&p.weight.ne).ok_or_else(|| {
-                    Error::InvalidArgument(format!("tensor '{}' cannot be stored as {t}", p.weight.name))
+                    Error::InvalidArgument(format!(
+                        "tensor '{}' cannot be stored as {t}",
+                        p.weight.name
+                    ))
                 })?;
                 let mut bytes = vec![0u8; n_bytes as usize];
                 crate::quant::quantize(*t, &values, &mut bytes)
@@ -382,7 +411,11 @@ pub fn quantize_file(
 
 fn file_len(f: &GgufFile) -> u64 {
     let h = f.header();
-    h.data_offset + h.tensors.iter().map(|t| t.bytes.next_multiple_of(h.alignment)).sum::<u64>()
+    h.data_offset
+        + h.tensors
+            .iter()
+            .map(|t| t.bytes.next_multiple_of(h.alignment))
+            .sum::<u64>()
 }
 
 /// GGUF tensor specs for one planned weight (one, or four for double-quantized NF4).
@@ -395,19 +428,39 @@ fn output_specs(p: &PlannedWeight, params: &QuantizeParams) -> Vec<TensorSpec> {
                 Storage::Ggml(ty) => ty,
                 Storage::Nf4 { .. } => GgmlType::I8,
             };
-            vec![TensorSpec { name: w.name.clone(), ty, ne: w.ne.clone() }]
+            vec![TensorSpec {
+                name: w.name.clone(),
+                ty,
+                ne: w.ne.clone(),
+            }]
         }
-        Action::Encode(t) => vec![TensorSpec { name: w.name.clone(), ty: *t, ne: w.ne.clone() }],
+        Action::Encode(t) => vec![TensorSpec {
+            name: w.name.clone(),
+            ty: *t,
+            ne: w.ne.clone(),
+        }],
         Action::Nf4 => {
             let mut ne = w.ne.clone();
             ne[0] /= 2;
             let n = w.n_elements();
             let n_blocks = n.div_ceil(params.block_size as u64);
-            let mut specs = vec![TensorSpec { name: w.name.clone(), ty: GgmlType::I8, ne }];
-            let part = |suffix: &str, ty, len| TensorSpec { name: format!("{}{suffix}", w.name), ty, ne: vec![len] };
+            let mut specs = vec![TensorSpec {
+                name: w.name.clone(),
+                ty: GgmlType::I8,
+                ne,
+            }];
+            let part = |suffix: &str, ty, len| TensorSpec {
+                name: format!("{}{suffix}", w.name),
+                ty,
+                ne: vec![len],
+            };
             if params.double_quant {
                 specs.push(part(nf4_keys::SUFFIX_ABSMAX, GgmlType::I8, n_blocks));
-                specs.push(part(nf4_keys::SUFFIX_ABSMAX2, GgmlType::F32, n_blocks.div_ceil(256)));
+                specs.push(part(
+                    nf4_keys::SUFFIX_ABSMAX2,
+                    GgmlType::F32,
+                    n_blocks.div_ceil(256),
+                ));
                 specs.push(part(nf4_keys::SUFFIX_OFFSET, GgmlType::F32, 1));
             } else {
                 specs.push(part(nf4_keys::SUFFIX_ABSMAX, GgmlType::F32, n_blocks));
