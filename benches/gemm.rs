@@ -4,7 +4,7 @@
 //! Throughput is reported in elements/s where one element is one flop (2·m·n·k per product).
 //!
 //! Groups: `f32_gemm` (dense `x·Wᵀ`), `ceiling` (matrixmultiply), `q4_1_forward` /
-//! `q4_1_backward` (linear layers through real Q4_1 weights) when the Q4_1 decoder is available.
+//! `q4_1_backward` (linear layers through Q4_1 weights in the real block layout).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use edgetune::backend::cpu::CpuBackend;
@@ -143,15 +143,13 @@ fn ceiling(c: &mut Criterion) {
 }
 
 /// Linear layers through a weight stored as `ty` (random data in the real block layout).
-fn quantized(c: &mut Criterion, ty: GgmlType, quantize: fn(&[f32]) -> Option<Vec<u8>>) {
+fn quantized(c: &mut Criterion, ty: GgmlType, quantize: fn(&[f32]) -> Vec<u8>) {
     let backends: Vec<_> = THREADS
         .iter()
         .map(|&t| CpuBackend::new(t).expect("backend"))
         .collect();
     for (n_in, n_out) in SHAPES {
-        let Some(bytes) = quantize(&data(n_out * n_in, 2)) else {
-            return;
-        };
+        let bytes = quantize(&data(n_out * n_in, 2));
         let w = LinearWeight {
             data: WeightData::Ggml { ty, bytes: &bytes },
             n_in,
@@ -195,13 +193,27 @@ fn quantized(c: &mut Criterion, ty: GgmlType, quantize: fn(&[f32]) -> Option<Vec
     }
 }
 
-fn as_f32_bytes(w: &[f32]) -> Option<Vec<u8>> {
-    Some(w.iter().flat_map(|v| v.to_le_bytes()).collect())
+/// Q4_1 blocks in the real layout (f16 scale, f16 min, 16 bytes of nibbles) made from `w`:
+/// per block, `d = (max - min) / 15`, codes rounded (ggml has no Q4_1 encoder in this crate).
+fn q4_1(w: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(w.len() / 32 * 20);
+    for block in w.chunks_exact(32) {
+        let (lo, hi) = block
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+        let d = (hi - lo) / 15.0;
+        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        out.extend(half::f16::from_f32(d).to_le_bytes());
+        out.extend(half::f16::from_f32(lo).to_le_bytes());
+        let code = |v: f32| (((v - lo) * inv).round() as u8).min(15);
+        out.extend((0..16).map(|i| code(block[i]) | (code(block[i + 16]) << 4)));
+    }
+    out
 }
 
-fn f32_linear(c: &mut Criterion) {
-    quantized(c, GgmlType::F32, as_f32_bytes);
+fn q4_1_linear(c: &mut Criterion) {
+    quantized(c, GgmlType::Q4_1, q4_1);
 }
 
-criterion_group!(benches, f32_gemm, ceiling, f32_linear);
+criterion_group!(benches, f32_gemm, ceiling, q4_1_linear);
 criterion_main!(benches);

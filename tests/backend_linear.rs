@@ -9,8 +9,9 @@ mod backend_support;
 use backend_support::{bytes_at_offset, naive_gemm, Rng, Tolerance};
 use edgetune::backend::cpu::CpuBackend;
 use edgetune::backend::{Backend, LinearWeight};
-use edgetune::cpu::available_levels;
+use edgetune::cpu::{available_levels, SimdLevel};
 use edgetune::gguf::GgmlType;
+use edgetune::quant;
 use edgetune::quant::nf4::{self, Nf4Params, Nf4Tensor};
 use edgetune::weights::WeightData;
 
@@ -25,9 +26,12 @@ enum Kind {
         block: usize,
         double_quant: bool,
     },
+    /// Random blocks of a ggml type in its real layout, scales chosen so values stay within
+    /// about [-1, 1].
+    Ggml(GgmlType),
 }
 
-const KINDS: [Kind; 4] = [
+const KINDS: [Kind; 12] = [
     Kind::F32 { misalign: 0 },
     Kind::F32 { misalign: 1 },
     Kind::Nf4 {
@@ -38,9 +42,17 @@ const KINDS: [Kind; 4] = [
         block: 32,
         double_quant: false,
     },
+    Kind::Ggml(GgmlType::F16),
+    Kind::Ggml(GgmlType::BF16),
+    Kind::Ggml(GgmlType::Q4_0),
+    Kind::Ggml(GgmlType::Q4_1),
+    Kind::Ggml(GgmlType::Q5_1),
+    Kind::Ggml(GgmlType::Q8_0),
+    Kind::Ggml(GgmlType::Q4_K),
+    Kind::Ggml(GgmlType::Q6_K),
 ];
 
-/// `(m, n_in, n_out)`.
+/// `(m, n_in, n_out)` for weights of any row length.
 const SHAPES: [(usize, usize, usize); 9] = [
     (1, 67, 13),
     (2, 300, 70),
@@ -52,6 +64,67 @@ const SHAPES: [(usize, usize, usize); 9] = [
     (3, 1, 1),
     (20, 1, 9),
 ];
+
+/// Shapes for 32-element blocks.
+const SHAPES_32: [(usize, usize, usize); 7] = [
+    (1, 96, 13),
+    (2, 288, 70),
+    (4, 32, 300),
+    (5, 64, 70),
+    (17, 288, 13),
+    (33, 32, 300),
+    (29, 576, 192),
+];
+/// Shapes for 256-element super-blocks.
+const SHAPES_256: [(usize, usize, usize); 5] = [
+    (1, 256, 13),
+    (3, 512, 70),
+    (5, 256, 300),
+    (17, 512, 13),
+    (29, 768, 40),
+];
+
+fn shapes(kind: Kind) -> &'static [(usize, usize, usize)] {
+    match kind {
+        Kind::Ggml(ty) if ty.block_size() == 256 => &SHAPES_256,
+        Kind::Ggml(ty) if ty.block_size() == 32 => &SHAPES_32,
+        _ => &SHAPES,
+    }
+}
+
+/// `n_blocks` random blocks of `ty`: random bytes, with every f16 scale field set to a value
+/// that keeps the decoded weights within about [-1, 1] (F16/BF16: random values in [-1, 1]).
+fn random_blocks(ty: GgmlType, n_blocks: usize, rng: &mut Rng) -> Vec<u8> {
+    let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
+    match ty {
+        GgmlType::F16 => return (0..n_blocks).flat_map(|_| f16(rng.f32())).collect(),
+        GgmlType::BF16 => {
+            return (0..n_blocks)
+                .flat_map(|_| half::bf16::from_f32(rng.f32()).to_le_bytes())
+                .collect()
+        }
+        _ => {}
+    }
+    // (byte offset, scale) of each f16 field of the block.
+    let scales: &[(usize, f32)] = match ty {
+        GgmlType::Q4_0 => &[(0, 0.1)],
+        GgmlType::Q4_1 | GgmlType::Q5_1 => &[(0, 0.03), (2, -0.4)],
+        GgmlType::Q8_0 => &[(0, 1.0 / 127.0)],
+        GgmlType::Q4_K => &[(0, 0.001), (2, 0.001)],
+        GgmlType::Q6_K => &[(208, 0.0002)],
+        _ => panic!("no test layout for {ty}"),
+    };
+    let ts = ty.type_size();
+    let mut bytes: Vec<u8> = (0..n_blocks * ts).map(|_| rng.next_u64() as u8).collect();
+    for block in bytes.chunks_exact_mut(ts) {
+        for &(at, scale) in scales {
+            // Vary the scale a little per block so blocks are not all alike.
+            let v = scale * (0.5 + 0.5 * rng.f32().abs());
+            block[at..at + 2].copy_from_slice(&f16(v));
+        }
+    }
+    bytes
+}
 
 /// The stored bytes of a weight, and what its decoder says it holds.
 enum Stored {
@@ -84,6 +157,20 @@ impl TestWeight {
                         ty: GgmlType::F32,
                     },
                     w,
+                )
+            }
+            Kind::Ggml(ty) => {
+                let n_blocks = n_in * n_out / ty.block_size();
+                let bytes = random_blocks(ty, n_blocks, &mut Rng::new(seed));
+                let mut decoded = vec![0f32; n_in * n_out];
+                quant::dequantize_at(SimdLevel::Scalar, ty, &bytes, &mut decoded).expect("decode");
+                (
+                    Stored::Bytes {
+                        buf: bytes,
+                        start: 0,
+                        ty,
+                    },
+                    decoded,
                 )
             }
             Kind::Nf4 {
@@ -195,7 +282,7 @@ impl Case {
 fn cases() -> Vec<Case> {
     let mut v = Vec::new();
     for (k, &kind) in KINDS.iter().enumerate() {
-        for (s, &shape) in SHAPES.iter().enumerate() {
+        for (s, &shape) in shapes(kind).iter().enumerate() {
             v.push(Case::new(kind, shape, (k * 100 + s) as u64));
         }
     }
@@ -325,4 +412,76 @@ fn linear_rejects_inconsistent_shapes_with_the_values_in_the_message() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("needs 3x4 elements, the view has 24"), "{err}");
+}
+
+/// Real weights from the model files (mapped, never copied): SmolLM2's Q4_1 attention and MLP
+/// projections, Gemma 3's Q4_K and Q6_K ones; forward and backward through the GEMM (m = 7) and
+/// matrix-vector (m = 1) paths against the whole weight decoded by `quant::dequantize`.
+#[test]
+fn linear_through_real_model_weights_matches_decoded_matmul() {
+    use edgetune::gguf::GgufFile;
+    use edgetune::weights::Weights;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cases = [
+        ("SmolLM2-135M-Instruct.Q4_1.gguf", "blk.0.attn_q.weight"),
+        ("SmolLM2-135M-Instruct.Q4_1.gguf", "blk.3.ffn_down.weight"),
+        ("gemma-3-270m-q4_k_m.gguf", "blk.0.attn_output.weight"),
+        ("gemma-3-270m-q4_k_m.gguf", "blk.0.ffn_down.weight"),
+    ];
+    let be = CpuBackend::new(2).unwrap();
+    for (model, name) in cases {
+        let path = root.join("models").join(model);
+        assert!(
+            path.exists(),
+            "{} is missing: run scripts/fetch-models.sh",
+            path.display()
+        );
+        let file = GgufFile::open(&path).unwrap();
+        let weights = Weights::new(&file).unwrap();
+        let info = weights
+            .get(name)
+            .unwrap_or_else(|| panic!("{model}: no tensor {name}"));
+        let (n_in, n_out) = (info.ne[0] as usize, info.ne[1] as usize);
+        let decoded = weights.dequantize(info).unwrap();
+        let lw = LinearWeight {
+            data: weights.data(info).unwrap(),
+            n_in,
+            n_out,
+        };
+        for m in [1, 7] {
+            let mut rng = Rng::new(m as u64);
+            let (x, dy) = (rng.vec(m * n_in), rng.vec(m * n_out));
+            let at = format!("{model} {name} ({}) m={m}", info.storage.name());
+            let mut y = vec![0f32; m * n_out];
+            be.linear_forward(&x, m, &lw, &mut y).unwrap();
+            let want = naive_gemm(
+                m,
+                n_out,
+                n_in,
+                |i, p| x[i * n_in + p],
+                |p, j| decoded[j * n_in + p],
+                &[],
+                0.0,
+            );
+            // Real weights are not bounded by 1: scale the absolute tolerance by the largest one.
+            let wmax = decoded.iter().fold(0f32, |a, &v| a.max(v.abs())) as f64;
+            let tol = |k: usize| Tolerance {
+                rel: 1e-5,
+                abs: Tolerance::for_sum(k).abs * wmax.max(1.0),
+            };
+            tol(n_in).assert_close(&format!("forward {at}"), &y, &want);
+            let mut dx = vec![0f32; m * n_in];
+            be.linear_backward_input(&dy, m, &lw, &mut dx).unwrap();
+            let want = naive_gemm(
+                m,
+                n_in,
+                n_out,
+                |i, p| dy[i * n_out + p],
+                |p, j| decoded[p * n_in + j],
+                &[],
+                0.0,
+            );
+            tol(n_out).assert_close(&format!("backward {at}"), &dx, &want);
+        }
+    }
 }

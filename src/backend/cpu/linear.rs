@@ -39,7 +39,7 @@ pub(crate) fn forward(
     w: &LinearWeight,
     y: &mut [f32],
 ) -> Result<()> {
-    let rows = WeightRows::new(w, "linear_forward")?;
+    let rows = WeightRows::new(w, kern.level(), "linear_forward")?;
     check_len("linear_forward: x", x.len(), m, w.n_in)?;
     check_len("linear_forward: y", y.len(), m, w.n_out)?;
     if m <= GEMV_MAX_M {
@@ -66,7 +66,7 @@ pub(crate) fn backward_input(
     w: &LinearWeight,
     dx: &mut [f32],
 ) -> Result<()> {
-    let rows = WeightRows::new(w, "linear_backward_input")?;
+    let rows = WeightRows::new(w, kern.level(), "linear_backward_input")?;
     check_len("linear_backward_input: dy", dy.len(), m, w.n_out)?;
     check_len("linear_backward_input: dx", dx.len(), m, w.n_in)?;
     if m <= GEMV_MAX_M {

@@ -5,6 +5,7 @@
 
 use super::pack::Dense;
 use crate::backend::LinearWeight;
+use crate::cpu::SimdLevel;
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::quant::nf4::Nf4View;
@@ -26,6 +27,8 @@ enum Storage<'a> {
 /// A validated weight whose row ranges can be decoded.
 pub(crate) struct WeightRows<'a> {
     storage: Storage<'a>,
+    /// The SIMD level decoders run at (the backend's).
+    level: SimdLevel,
     pub n_in: usize,
     pub n_out: usize,
 }
@@ -44,7 +47,11 @@ fn f32_view(bytes: &[u8]) -> Option<&[f32]> {
 impl<'a> WeightRows<'a> {
     /// Checks that `w`'s data has exactly the bytes its shape needs and that its storage can be
     /// decoded here.
-    pub fn new(w: &LinearWeight<'a>, name_for_errors: &str) -> Result<WeightRows<'a>> {
+    pub fn new(
+        w: &LinearWeight<'a>,
+        level: SimdLevel,
+        name_for_errors: &str,
+    ) -> Result<WeightRows<'a>> {
         let (n_in, n_out) = (w.n_in, w.n_out);
         let storage = match &w.data {
             WeightData::Ggml { ty, bytes } => {
@@ -64,11 +71,6 @@ impl<'a> WeightRows<'a> {
                 }
                 match (ty, f32_view(bytes)) {
                     (GgmlType::F32, Some(v)) => Storage::F32(v),
-                    (GgmlType::F32, None) => Storage::Ggml {
-                        ty,
-                        bytes,
-                        row_bytes,
-                    },
                     _ if crate::quant::can_dequantize(ty) => Storage::Ggml {
                         ty,
                         bytes,
@@ -76,7 +78,7 @@ impl<'a> WeightRows<'a> {
                     },
                     _ => {
                         return Err(Error::Unsupported(format!(
-                            "{name_for_errors}: weights of type {ty}"
+                            "{name_for_errors}: weights of type {ty} (no decoder)"
                         )))
                     }
                 }
@@ -93,6 +95,7 @@ impl<'a> WeightRows<'a> {
         };
         Ok(WeightRows {
             storage,
+            level,
             n_in,
             n_out,
         })
@@ -129,8 +132,13 @@ impl<'a> WeightRows<'a> {
                 ty,
                 bytes,
                 row_bytes,
-            } => decode_blocks(ty, &bytes[row0 * row_bytes..(row0 + rows) * row_bytes], dst),
-            Storage::Nf4(view) => view.dequantize_range(row0 * self.n_in, dst),
+            } => decode_blocks(
+                self.level,
+                ty,
+                &bytes[row0 * row_bytes..(row0 + rows) * row_bytes],
+                dst,
+            ),
+            Storage::Nf4(view) => view.dequantize_range_at(self.level, row0 * self.n_in, dst),
         }
     }
 
@@ -153,28 +161,21 @@ impl<'a> WeightRows<'a> {
                 let (b0, b1) = (c0 / bs, c1.div_ceil(bs));
                 let src = &bytes[row * row_bytes + b0 * ts..row * row_bytes + b1 * ts];
                 if c0.is_multiple_of(bs) && c1.is_multiple_of(bs) {
-                    decode_blocks(ty, src, dst)
+                    decode_blocks(self.level, ty, src, dst)
                 } else {
                     tmp.resize((b1 - b0) * bs, 0.0);
-                    decode_blocks(ty, src, tmp)?;
+                    decode_blocks(self.level, ty, src, tmp)?;
                     let skip = c0 - b0 * bs;
                     dst.copy_from_slice(&tmp[skip..skip + dst.len()]);
                     Ok(())
                 }
             }
-            Storage::Nf4(view) => view.dequantize_range(row * self.n_in + c0, dst),
+            Storage::Nf4(view) => view.dequantize_range_at(self.level, row * self.n_in + c0, dst),
         }
     }
 }
 
-/// Decodes whole blocks of `ty`. F32 is converted here (the unaligned case), everything else by
-/// `crate::quant`.
-fn decode_blocks(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
-    if ty == GgmlType::F32 {
-        for (d, s) in dst.iter_mut().zip(src.chunks_exact(4)) {
-            *d = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
-        }
-        return Ok(());
-    }
-    crate::quant::dequantize(ty, src, dst)
+/// Decodes whole blocks of `ty` with `crate::quant` (F32 included: the unaligned case).
+fn decode_blocks(level: SimdLevel, ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
+    crate::quant::dequantize_at(level, ty, src, dst)
 }
