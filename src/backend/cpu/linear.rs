@@ -3,7 +3,7 @@
 //! `KC x NC` block of W the next sweep needs straight into packed panels (per-thread scratch, one
 //! L2-sized tile), so W is decoded once per call and never copied whole.
 //!
-//! Few rows (`m <= GEMV_MAX_M`, generation is `m = 1`) take a matrix-vector path instead: each
+//! Few rows (`m <= gemv_max_m`, generation is `m = 1`) take a matrix-vector path instead: each
 //! row of W is decoded once and meets every input row with a dot product (forward) or an axpy
 //! (backward), without packing.
 
@@ -15,8 +15,12 @@ use super::Pool;
 use crate::backend::LinearWeight;
 use crate::error::{Error, Result};
 
-/// Up to this many rows, linear layers use the matrix-vector path.
-pub(crate) const GEMV_MAX_M: usize = 4;
+/// Up to this many rows, linear layers use the matrix-vector path: the GEMM pads `m` to the
+/// kernel's `MR` rows, so below about half a tile the per-row dot products cost less (measured
+/// with Q4_1 576x1536 weights: AVX-512 `MR = 14` breaks even near m = 9, AVX2 `MR = 6` near 5).
+fn gemv_max_m(kern: &Kernels) -> usize {
+    kern.mr / 2 + 1
+}
 /// Floats of W the matrix-vector path decodes per call.
 const GEMV_BATCH: usize = 4096;
 
@@ -42,7 +46,7 @@ pub(crate) fn forward(
     let rows = WeightRows::new(w, kern.level(), "linear_forward")?;
     check_len("linear_forward: x", x.len(), m, w.n_in)?;
     check_len("linear_forward: y", y.len(), m, w.n_out)?;
-    if m <= GEMV_MAX_M {
+    if m <= gemv_max_m(kern) {
         return forward_gemv(pool, kern, x, m, &rows, y);
     }
     let b = ForwardB(&rows);
@@ -69,7 +73,7 @@ pub(crate) fn backward_input(
     let rows = WeightRows::new(w, kern.level(), "linear_backward_input")?;
     check_len("linear_backward_input: dy", dy.len(), m, w.n_out)?;
     check_len("linear_backward_input: dx", dx.len(), m, w.n_in)?;
-    if m <= GEMV_MAX_M {
+    if m <= gemv_max_m(kern) {
         return backward_gemv(pool, kern, dy, m, &rows, dx);
     }
     let b = BackwardB(&rows);
