@@ -273,3 +273,23 @@ fn every_available_level_has_kernels_and_aarch64_always_has_neon() {
         assert!(available_levels().contains(&SimdLevel::Neon));
     }
 }
+
+#[test]
+fn scratch_estimate_covers_the_packed_a_copy_and_stays_small_per_thread() {
+    for &level in available_levels() {
+        for threads in [1, 2] {
+            let be = backend(level, threads);
+            let (mr, _) = be.tile();
+            let (m, k): (usize, usize) = (256, 1536);
+            let a_pack = m.div_ceil(mr) * mr * k * 4;
+            let bytes = be.scratch_bytes(m, k);
+            assert!(bytes > a_pack, "{level:?}: {bytes} <= {a_pack}");
+            // One 256x256 packed block plus decode buffers per thread: well under 1 MiB each.
+            assert!(
+                bytes < a_pack + threads * (1 << 20),
+                "{level:?} threads {threads}: {bytes}"
+            );
+            assert!(be.scratch_bytes(2 * m, k) > bytes);
+        }
+    }
+}

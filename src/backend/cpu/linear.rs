@@ -7,7 +7,7 @@
 //! row of W is decoded once and meets every input row with a dot product (forward) or an axpy
 //! (backward), without packing.
 
-use super::gemm::{self, ranges, with_scratch, Block, DecodeBufs, Gemm, PackB, SharedC};
+use super::gemm::{self, ranges, with_scratch, Block, DecodeBufs, Gemm, PackB, SharedC, KC, NC};
 use super::kernels::Kernels;
 use super::pack::{pack_b, Dense};
 use super::weight::WeightRows;
@@ -23,6 +23,12 @@ fn gemv_max_m(kern: &Kernels) -> usize {
 }
 /// Floats of W the matrix-vector path decodes per call.
 const GEMV_BATCH: usize = 4096;
+
+/// Most floats the decode buffers of one thread hold (rows before packing, or a GEMV batch,
+/// plus the covering blocks of an unaligned range: at most two extra 256-element blocks).
+pub(crate) fn decode_floats(nr: usize) -> usize {
+    (nr * KC).max(NC).max(GEMV_BATCH) + NC + 2 * 256
+}
 
 fn check_len(what: &str, len: usize, rows: usize, cols: usize) -> Result<()> {
     if rows.checked_mul(cols) == Some(len) {

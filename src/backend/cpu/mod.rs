@@ -117,6 +117,19 @@ impl CpuBackend {
         (self.kernels.mr, self.kernels.nr)
     }
 
+    /// Upper bound of the scratch memory (bytes) this backend keeps for products with at most
+    /// `m` rows and depth `k` (for linear layers: `k = max(n_in, n_out)`), for the memory
+    /// planner. The packed A copy lives on the calling thread; each worker keeps one packed B
+    /// block and its decode buffers. The buffers are kept between calls (per thread) and grow
+    /// to the largest call seen.
+    pub fn scratch_bytes(&self, m: usize, k: usize) -> usize {
+        let (mr, nr) = self.tile();
+        let a_pack = m.div_ceil(mr) * mr * k;
+        let per_thread =
+            (gemm::KC * gemm::NC).max(k) + linear::decode_floats(nr) + 2 * pack::ALIGN_FLOATS;
+        4 * (a_pack + pack::ALIGN_FLOATS + self.threads() * per_thread)
+    }
+
     /// Checked dense GEMM: `c[m, n] = beta·c + op(a)·op(b)` with the layouts of `op`, sizes
     /// `[m, n, k]`. Errors if a slice does not have exactly the length its sizes give.
     pub fn gemm(

@@ -42,7 +42,7 @@ pub(crate) struct AlignedBuf {
     raw: Vec<f32>,
 }
 
-const ALIGN_FLOATS: usize = 16;
+pub(crate) const ALIGN_FLOATS: usize = 16;
 
 impl AlignedBuf {
     /// `len` floats (contents unspecified).

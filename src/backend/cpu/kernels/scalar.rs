@@ -4,8 +4,8 @@
 pub const MR: usize = 4;
 pub const NR: usize = 8;
 
-/// Safe core of the microkernel: `c` holds `MR` rows of stride `ldc`.
-fn micro_safe(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, beta: f32) {
+/// Safe core of the microkernel: the `MR x NR` sums, in `p` order.
+fn micro_sums(kc: usize, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
     let mut acc = [[0f32; NR]; MR];
     for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(kc) {
         for (row, &ai) in acc.iter_mut().zip(ap) {
@@ -14,26 +14,27 @@ fn micro_safe(kc: usize, a: &[f32], b: &[f32], c: &mut [f32], ldc: usize, beta: 
             }
         }
     }
-    for (i, row) in acc.iter().enumerate() {
-        for (j, &x) in row.iter().enumerate() {
-            super::merge(&mut c[i * ldc + j], x, beta);
-        }
-    }
+    acc
 }
 
 /// # Safety
 /// See `super::MicroKernel`.
 pub unsafe fn micro(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, beta: f32) {
-    // SAFETY: the caller guarantees `a`/`b` hold `kc` packed steps and `c` spans `MR` rows of
-    // stride `ldc` with `NR` valid columns each; the last row needs only `NR` elements.
-    let (a, b, c) = unsafe {
+    // SAFETY: the caller guarantees `a`/`b` hold `kc` packed steps.
+    let (a, b) = unsafe {
         (
             std::slice::from_raw_parts(a, kc * MR),
             std::slice::from_raw_parts(b, kc * NR),
-            std::slice::from_raw_parts_mut(c, (MR - 1) * ldc + NR),
         )
     };
-    micro_safe(kc, a, b, c, ldc, beta);
+    for (i, sums) in micro_sums(kc, a, b).iter().enumerate() {
+        // SAFETY: the caller guarantees row `i < MR` of the tile has `NR` valid elements at
+        // `c + i·ldc`; only this row is borrowed (other threads may own the columns between rows).
+        let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * ldc), NR) };
+        for (x, &acc) in row.iter_mut().zip(sums) {
+            super::merge(x, acc, beta);
+        }
+    }
 }
 
 /// Dot product with four interleaved partial sums (lane `i % 4`), combined as `(s0+s1)+(s2+s3)`.
