@@ -393,6 +393,35 @@ fn linear_rejects_inconsistent_shapes_with_the_values_in_the_message() {
         "{err}"
     );
 
+    // Empty products: y = 0, dx unchanged.
+    let none = LinearWeight {
+        data: WeightData::Ggml {
+            ty: GgmlType::F32,
+            bytes: &[],
+        },
+        n_in: 0,
+        n_out: 3,
+    };
+    for m in [1, 20] {
+        let mut y = vec![f32::NAN; m * 3];
+        be.linear_forward(&[], m, &none, &mut y).unwrap();
+        assert_eq!(y, vec![0.0; m * 3]);
+        let none_out = LinearWeight {
+            data: WeightData::Ggml {
+                ty: GgmlType::F32,
+                bytes: &[],
+            },
+            n_in: 3,
+            n_out: 0,
+        };
+        let mut dx = vec![1.5; m * 3];
+        be.linear_backward_input(&[], m, &none_out, &mut dx)
+            .unwrap();
+        assert_eq!(dx, vec![1.5; m * 3]);
+        be.linear_forward(&vec![0.0; m * 3], m, &none_out, &mut [])
+            .unwrap();
+    }
+
     // An NF4 view of a different element count.
     let w = TestWeight::new(
         Kind::Nf4 {

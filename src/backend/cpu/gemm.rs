@@ -133,7 +133,7 @@ pub(crate) fn ranges(
     unit: usize,
     parts: usize,
 ) -> impl Iterator<Item = (usize, usize)> {
-    let units = len.div_ceil(unit);
+    let (units, parts) = (len.div_ceil(unit), parts.max(1));
     let (base, extra) = (units / parts, units % parts);
     (0..parts).map(move |t| {
         let u0 = t * base + t.min(extra);

@@ -173,6 +173,10 @@ fn forward_gemv(
     y: &mut [f32],
 ) -> Result<()> {
     let (n_in, n_out) = (w.n_in, w.n_out);
+    if n_in == 0 {
+        y.fill(0.0);
+        return Ok(());
+    }
     if m == 0 || n_out == 0 {
         return Ok(());
     }
