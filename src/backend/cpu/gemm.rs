@@ -77,6 +77,12 @@ pub(crate) trait PackB: Sync {
     /// `pack::pack_b` does.
     fn pack(&self, kern: &Kernels, blk: Block, dst: &mut [f32], dec: &mut DecodeBufs)
         -> Result<()>;
+
+    /// Column boundaries on multiples of this pack without waste (a quantized weight's block
+    /// size when columns run along its rows); tasks are cut on them.
+    fn col_align(&self) -> usize {
+        1
+    }
 }
 
 impl PackB for Dense<'_> {
@@ -142,20 +148,35 @@ pub(crate) fn ranges(
     })
 }
 
-/// Splits C among `threads`: columns first (B is the weight side: splitting rows would pack, or
-/// dequantize, the same B block twice), rows only when there are fewer column panels than threads.
-fn split(m: usize, n: usize, mr: usize, nr: usize, threads: usize) -> Vec<Task> {
-    let tn = threads.min(n.div_ceil(nr)).max(1);
+/// Column tasks per thread: more tasks than threads let the pool balance the load when a core is
+/// slower or busy (big.LITTLE phones, shared machines); results do not depend on the split.
+const TASKS_PER_THREAD: usize = 4;
+
+/// Splits C into tasks for `threads`: columns first (B is the weight side: splitting rows would
+/// pack, or dequantize, the same B block twice), rows only when there are fewer column panels
+/// than threads. Every boundary falls on the `MR x NR` tile grid.
+/// Column boundaries fall on multiples of `col_unit` (a multiple of `NR`).
+fn split(m: usize, n: usize, mr: usize, col_unit: usize, threads: usize) -> Vec<Task> {
+    let per_thread = if threads > 1 { TASKS_PER_THREAD } else { 1 };
+    let tn = (threads * per_thread).min(n.div_ceil(col_unit)).max(1);
     let tm = (threads / tn).min(m.div_ceil(mr)).max(1);
     let mut tasks = Vec::with_capacity(tm * tn);
     for (i0, i1) in ranges(m, mr, tm) {
-        for (j0, j1) in ranges(n, nr, tn) {
+        for (j0, j1) in ranges(n, col_unit, tn) {
             if i0 < i1 && j0 < j1 {
                 tasks.push(Task { i0, i1, j0, j1 });
             }
         }
     }
     tasks
+}
+
+fn lcm(a: usize, b: usize) -> usize {
+    let (mut x, mut y) = (a, b);
+    while y != 0 {
+        (x, y) = (y, x % y);
+    }
+    a / x * b
 }
 
 /// Runs the GEMM on `pool` with `kern`.
@@ -184,7 +205,8 @@ pub(crate) fn gemm(pool: &Pool, kern: &Kernels, g: &Gemm, c: &mut [f32]) -> Resu
             );
         }
         let ap: &[f32] = ap;
-        let tasks = split(m, n, kern.mr, kern.nr, pool.threads());
+        let col_unit = lcm(kern.nr, g.b.col_align().max(1));
+        let tasks = split(m, n, kern.mr, col_unit, pool.threads());
         let cp = SharedC::new(c);
         pool.run(tasks.len(), |t| {
             with_scratch(|s| run_task(kern, g, ap, m_pad, cp, tasks[t], s))
@@ -251,6 +273,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn lcm_of_tile_and_block() {
+        assert_eq!(lcm(32, 256), 256);
+        assert_eq!(lcm(16, 1), 16);
+        assert_eq!(lcm(12, 32), 96);
+    }
+
+    #[test]
     fn ranges_cover_evenly_on_unit_boundaries() {
         let r: Vec<_> = ranges(576, 32, 2).collect();
         assert_eq!(r, vec![(0, 288), (288, 576)]);
@@ -267,9 +296,11 @@ mod tests {
             (256, 8, 6, 16, 4),
             (1, 1, 4, 8, 3),
             (70, 69, 14, 32, 8),
+            (256, 576, 14, 256, 2),
+            (30, 1000, 6, 48, 3),
         ] {
             let tasks = split(m, n, mr, nr, th);
-            assert!(tasks.len() <= th);
+            assert!(tasks.len() <= th * TASKS_PER_THREAD);
             let mut seen = vec![0u8; m * n];
             for t in &tasks {
                 assert_eq!(t.i0 % mr, 0);

@@ -135,6 +135,10 @@ impl PackB for ForwardB<'_> {
 struct BackwardB<'a>(&'a WeightRows<'a>);
 
 impl PackB for BackwardB<'_> {
+    fn col_align(&self) -> usize {
+        self.0.block()
+    }
+
     fn pack(
         &self,
         kern: &Kernels,
