@@ -4,14 +4,16 @@
 //! Throughput is reported in elements/s where one element is one flop (2·m·n·k per product).
 //!
 //! Groups: `f32_gemm` (dense `x·Wᵀ`), `ceiling` (matrixmultiply), `q4_1_forward` /
-//! `q4_1_backward` (linear layers through Q4_1 weights in the real block layout).
+//! `q4_1_backward` (linear layers through Q4_1 weights in the real block layout); then a
+//! best-of-N summary table with the ratios to the ceiling (`cargo bench --bench gemm -- summary`
+//! prints only the table).
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use edgetune::backend::cpu::CpuBackend;
 use edgetune::backend::{Backend, LinearWeight};
 use edgetune::gguf::GgmlType;
 use edgetune::weights::WeightData;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const M: usize = 256;
 /// (n_in, n_out) of SmolLM2-135M's linear layers: q/o, k/v, gate/up, down, output (vocab).
@@ -216,4 +218,75 @@ fn q4_1_linear(c: &mut Criterion) {
 }
 
 criterion_group!(benches, f32_gemm, ceiling, q4_1_linear);
-criterion_main!(benches);
+
+/// Best-of-`reps` GFLOP/s of `f` (the best run is the one least disturbed by other processes,
+/// which matters on shared machines where medians measure the neighbours).
+fn best_gflops(flop: f64, reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let best = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min);
+    flop / best / 1e9
+}
+
+/// A table of best-of-N GFLOP/s and the ratio of each of ours to the ceiling at the same thread
+/// count, printed after criterion's runs (not in `--test` mode). Run it alone with
+/// `cargo bench --bench gemm -- summary`.
+fn summary() {
+    println!("\nsummary: best-of-N GFLOP/s, m = {M}; ratio = ours / matrixmultiply");
+    println!(
+        "{:>10} {:>3} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6} {:>6}",
+        "n_in x n_out", "thr", "mm", "f32", "q4_1 fw", "q4_1 bw", "f32", "fw", "bw"
+    );
+    for (n_in, n_out) in SHAPES {
+        let x = data(M * n_in, 1);
+        let w = data(n_out * n_in, 2);
+        let dy = data(M * n_out, 3);
+        let bytes = q4_1(&w);
+        let lw = LinearWeight {
+            data: WeightData::Ggml {
+                ty: GgmlType::Q4_1,
+                bytes: &bytes,
+            },
+            n_in,
+            n_out,
+        };
+        let (mut y, mut dx) = (vec![0f32; M * n_out], vec![0f32; M * n_in]);
+        let flop = (2 * M * n_in * n_out) as f64;
+        let reps = if n_out > 10_000 { 4 } else { 15 };
+        for t in THREADS {
+            let be = CpuBackend::new(t).expect("backend");
+            let mm = best_gflops(flop, reps, || mm_gemm_nt(&x, &w, &mut y, n_in, n_out, t));
+            let ours = best_gflops(flop, reps, || {
+                be.gemm_nt(&x, &w, &mut y, M, n_out, n_in, 0.0)
+            });
+            let fw = best_gflops(flop, reps, || {
+                be.linear_forward(&x, M, &lw, &mut y).expect("forward")
+            });
+            let bw = best_gflops(flop, reps, || {
+                be.linear_backward_input(&dy, M, &lw, &mut dx)
+                    .expect("backward")
+            });
+            println!(
+                "{:>12} {t:>3} {mm:>8.1} {ours:>8.1} {fw:>8.1} {bw:>8.1} {:>6.2} {:>6.2} {:>6.2}",
+                name(n_in, n_out),
+                ours / mm,
+                fw / mm,
+                bw / mm
+            );
+        }
+    }
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "--test" || a == "--list") {
+        summary();
+    }
+}
