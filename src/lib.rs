@@ -10,6 +10,7 @@ pub mod cpu;
 pub mod error;
 pub mod gguf;
 pub mod npy;
+pub mod optim;
 pub mod quant;
 pub mod quantize;
 pub mod util;
