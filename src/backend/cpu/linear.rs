@@ -1,7 +1,8 @@
 //! Linear layers through a frozen weight of any storage: forward `y = x·Wᵀ` and backward-input
 //! `dx += dy·W`. Both run the blocked GEMM with the weight as its B operand: `PackB` decodes the
 //! `KC x NC` block of W the next sweep needs straight into packed panels (per-thread scratch, one
-//! L2-sized tile), so W is decoded once per call and never copied whole.
+//! L2-sized tile), so W is decoded once per call (blocks that straddle two tasks' columns twice)
+//! and never copied whole.
 //!
 //! Few rows (`m <= gemv_max_m`, generation is `m = 1`) take a matrix-vector path instead: each
 //! row of W is decoded once and meets every input row with a dot product (forward) or an axpy
@@ -21,6 +22,7 @@ use crate::error::{Error, Result};
 fn gemv_max_m(kern: &Kernels) -> usize {
     kern.mr / 2 + 1
 }
+
 /// Floats of W the matrix-vector path decodes per call.
 const GEMV_BATCH: usize = 4096;
 
