@@ -6,6 +6,7 @@
 //! the library.
 
 pub mod backend;
+pub mod chat;
 pub mod cpu;
 pub mod error;
 pub mod gguf;
@@ -13,6 +14,7 @@ pub mod npy;
 pub mod optim;
 pub mod quant;
 pub mod quantize;
+pub mod tokenizer;
 pub mod util;
 pub mod weights;
 
