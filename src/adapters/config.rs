@@ -138,10 +138,10 @@ impl PeftConfig {
         defaults.insert("modules_to_save".into(), Value::Null);
         match &self.method {
             MethodConfig::Lora(c) => {
-                let (targets, layers) = target_modules_json(&c.sites, dims);
+                let (targets, layers) = target_modules_json(&c.sites, dims, true);
                 set("r", json!(c.rank));
                 set("lora_alpha", number(c.alpha));
-                set("lora_dropout", number(c.dropout));
+                set("lora_dropout", float(c.dropout));
                 set("use_rslora", json!(c.rslora));
                 set("target_modules", targets);
                 set("layers_to_transform", layers);
@@ -158,11 +158,11 @@ impl PeftConfig {
                 }
             }
             MethodConfig::Ia3(c) => {
-                let (targets, layers) = target_modules_json(&c.sites, dims);
+                // PEFT's IA3Config has no layers_to_transform: a layer subset is written as paths.
+                let (targets, _) = target_modules_json(&c.sites, dims, false);
                 let mut ff: Vec<&str> = c.feedforward.iter().map(|t| t.hf_name()).collect();
                 ff.sort_unstable();
                 set("target_modules", targets);
-                set("layers_to_transform", layers);
                 set("feedforward_modules", json!(ff));
                 defaults.insert("fan_in_fan_out".into(), json!(false));
                 defaults.insert("init_ia3_weights".into(), json!(true));
@@ -208,23 +208,28 @@ impl PeftConfig {
     }
 }
 
+/// A float as the shortest decimal of the f32 (0.05 is written 0.05, 0 as 0.0).
+fn float(v: f32) -> Value {
+    json!(v.to_string().parse::<f64>().unwrap_or(v as f64))
+}
+
 /// An integral value as a JSON integer (PEFT writes `"lora_alpha": 16`), otherwise a float.
 fn number(v: f32) -> Value {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         json!(v as i64)
     } else {
-        // Through the shortest decimal of the f32, so 0.05 is written as 0.05.
-        let shortest: f64 = v.to_string().parse().unwrap_or(v as f64);
-        json!(shortest)
+        float(v)
     }
 }
 
-/// `target_modules` and `layers_to_transform` for a set of sites: short names plus the layer list
-/// when the sites are a full (targets × layers) product, otherwise full module paths.
-fn target_modules_json(sites: &[Site], dims: &ModelDims) -> (Value, Value) {
+/// `target_modules` and `layers_to_transform` for a set of sites: short names (plus the layer list
+/// when `layer_list` allows one) when the sites are a full (targets × layers) product, otherwise
+/// full module paths.
+fn target_modules_json(sites: &[Site], dims: &ModelDims, layer_list: bool) -> (Value, Value) {
     let targets: BTreeSet<Target> = sites.iter().map(|s| s.target).collect();
     let layers: BTreeSet<usize> = sites.iter().map(|s| s.layer).collect();
-    if targets.len() * layers.len() == sites.len() {
+    let product = targets.len() * layers.len() == sites.len();
+    if product && (layer_list || layers.len() == dims.n_layer) {
         let mut names: Vec<&str> = targets.iter().map(|t| t.hf_name()).collect();
         names.sort_unstable();
         let layer_value = if layers.len() == dims.n_layer {
@@ -401,7 +406,10 @@ impl Parser<'_> {
                 return None;
             }
         };
-        let idx: Option<Vec<usize>> = list.iter().map(|x| x.as_u64().map(|n| n as usize)).collect();
+        let idx: Option<Vec<usize>> = list
+            .iter()
+            .map(|x| x.as_u64().map(|n| n as usize))
+            .collect();
         if idx.is_none() {
             self.bad("layers_to_transform", &v, "non-negative indices");
         }
@@ -412,10 +420,14 @@ impl Parser<'_> {
     fn sites(&mut self, dims: &ModelDims, file_keys: &[String], default: &[&str]) -> Vec<Site> {
         let spec = self.module_spec("target_modules", default);
         let layers = self.layers();
-        self.obj.remove("layers_pattern");
         let exclude = match self.obj.get("exclude_modules") {
             Some(Value::Null) | None => None,
-            Some(_) => Some(self.module_spec("exclude_modules", &[])),
+            Some(v) => {
+                let v = v.clone();
+                let spec = self.module_spec("exclude_modules", &[]);
+                self.obj.insert("exclude_modules".into(), v); // written back as it was
+                Some(spec)
+            }
         };
         if let ModuleSpec::Regex(_) = spec {
             // Kept for the next write: we only know the sites it matched from the file.
@@ -460,9 +472,6 @@ impl Parser<'_> {
 
     fn lora(&mut self, dims: &ModelDims, file_keys: &[String]) -> LoraConfig {
         self.refuse_non_default(LORA_UNSUPPORTED);
-        for k in LORA_UNSUPPORTED {
-            self.obj.remove(*k);
-        }
         if let Some(Value::String(init)) = self.obj.get("init_lora_weights") {
             let lower = init.to_ascii_lowercase();
             if ["pissa", "olora", "corda", "loftq"]
@@ -475,13 +484,11 @@ impl Parser<'_> {
                 ));
             }
         }
-        self.obj.remove("init_lora_weights");
         let rank = self.take_usize("r", Some(8));
         let alpha = self.take_f32("lora_alpha", 8.0);
         let dropout = self.take_f32("lora_dropout", 0.0);
         let rslora = self.take_bool("use_rslora", false);
         let sites = self.sites(dims, file_keys, &["q_proj", "v_proj"]);
-        self.obj.remove("exclude_modules");
         let cfg = LoraConfig {
             rank,
             alpha,
@@ -501,11 +508,7 @@ impl Parser<'_> {
 
     fn ia3(&mut self, dims: &ModelDims, file_keys: &[String]) -> Ia3Config {
         self.refuse_non_default(IA3_UNSUPPORTED);
-        for k in IA3_UNSUPPORTED.iter().chain(&["init_ia3_weights"]) {
-            self.obj.remove(*k);
-        }
         let sites = self.sites(dims, file_keys, &["k_proj", "v_proj", "down_proj"]);
-        self.obj.remove("exclude_modules");
         let ff_spec = self.module_spec("feedforward_modules", &["down_proj"]);
         let feedforward = match ff_spec {
             ModuleSpec::Regex(r) => {
@@ -523,12 +526,12 @@ impl Parser<'_> {
                         _ => spec.matches(&path) == Some(true),
                     }
                 };
-                let ff: BTreeSet<Target> =
-                    sites.iter().filter(|s| is_ff(s)).map(|s| s.target).collect();
-                if let Some(s) = sites
+                let ff: BTreeSet<Target> = sites
                     .iter()
-                    .find(|s| ff.contains(&s.target) != is_ff(s))
-                {
+                    .filter(|s| is_ff(s))
+                    .map(|s| s.target)
+                    .collect();
+                if let Some(s) = sites.iter().find(|s| ff.contains(&s.target) != is_ff(s)) {
                     self.errors.push(format!(
                         "feedforward_modules makes {} feedforward in some layers only ({s} \
                          differs); not supported",
@@ -559,8 +562,9 @@ impl Parser<'_> {
             ("num_transformer_submodules", sub, 1),
         ] {
             if got != want {
-                self.errors
-                    .push(format!("{k} = {got} does not fit the model (expected {want})"));
+                self.errors.push(format!(
+                    "{k} = {got} does not fit the model (expected {want})"
+                ));
             }
         }
         if t == 0 {

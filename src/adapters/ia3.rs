@@ -38,11 +38,7 @@ impl Ia3Config {
 
     /// PEFT's defaults for Llama: k_proj, v_proj (output) and down_proj (input) on every layer.
     pub fn llama_default(dims: &ModelDims) -> Ia3Config {
-        Ia3Config::new(
-            &[Target::AttnK, Target::AttnV, Target::FfnDown],
-            None,
-            dims,
-        )
+        Ia3Config::new(&[Target::AttnK, Target::AttnV, Target::FfnDown], None, dims)
     }
 }
 

@@ -6,10 +6,10 @@
 //! Saved for backward per site (training only): `hs = s·(drop(x)·Aᵀ)` `[m, r]`. The dropout mask is
 //! regenerated from its counter-based key instead of being stored.
 
+use super::config::PeftMeta;
 use super::params::ParamSet;
 use super::rng::{DropoutMask, Rng};
 use super::target::{ModelDims, Site, Target};
-use super::config::PeftMeta;
 use super::{check_base, check_len, Adapter, FrozenLinear, Method, MethodConfig, PeftConfig};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -200,6 +200,17 @@ impl Lora {
         self.slots.iter().map(|s| s.site)
     }
 
+    /// Changes the dropout probability (in [0, 1)).
+    pub fn set_dropout(&mut self, p: f32) -> Result<()> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::InvalidArgument(format!(
+                "LoRA: dropout {p} is outside [0, 1)"
+            )));
+        }
+        self.cfg.dropout = p;
+        Ok(())
+    }
+
     /// Seed of the dropout masks (set by `new`; a trainer resuming a run sets it again).
     pub fn set_dropout_seed(&mut self, seed: u64) {
         self.dropout_seed = seed;
@@ -234,7 +245,10 @@ impl Lora {
     pub fn delta_weight(&self, site: Site, backend: &dyn Backend) -> Option<Vec<f32>> {
         let i = self.slot(site)?;
         let slot = &self.slots[i];
-        let (a, b) = (self.params.get(slot.a).data(), self.params.get(slot.b).data());
+        let (a, b) = (
+            self.params.get(slot.a).data(),
+            self.params.get(slot.b).data(),
+        );
         let mut d = vec![0.0; slot.n_out * slot.n_in];
         backend.gemm_nn(b, a, &mut d, slot.n_out, slot.n_in, self.cfg.rank, 0.0);
         let s = self.scale();
@@ -280,7 +294,15 @@ impl Lora {
         };
         let slot = &self.slots[i];
         let mut hs = vec![0.0; m * r];
-        backend.gemm_nt(&xd, self.params.get(slot.a).data(), &mut hs, m, r, n_in, 0.0);
+        backend.gemm_nt(
+            &xd,
+            self.params.get(slot.a).data(),
+            &mut hs,
+            m,
+            r,
+            n_in,
+            0.0,
+        );
         let s = self.scale();
         hs.iter_mut().for_each(|v| *v *= s);
         backend.gemm_nt(&hs, self.params.get(slot.b).data(), y, m, n_out, r, 1.0);

@@ -16,8 +16,8 @@ pub mod ia3;
 pub mod llama_cpp;
 pub mod lora;
 pub mod params;
-pub mod permute;
 pub mod peft;
+pub mod permute;
 pub mod prefix;
 pub mod prompt;
 pub mod rng;
@@ -270,7 +270,13 @@ impl AnyAdapter {
 }
 
 /// Checks an activation buffer's length (`what` names it in the error).
-pub(crate) fn check_len(what: &str, site: Site, len: usize, rows: usize, cols: usize) -> Result<()> {
+pub(crate) fn check_len(
+    what: &str,
+    site: Site,
+    len: usize,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
     if rows.checked_mul(cols) != Some(len) {
         return Err(Error::InvalidArgument(format!(
             "{site}: {what} has {len} values, expected {rows} rows x {cols}"

@@ -80,7 +80,10 @@ pub fn save_peft_dir(adapter: &dyn Adapter, dir: &Path) -> Result<()> {
     let weights = safetensors_bytes(&hf_tensors(adapter)?)?;
     let config = adapter.peft_config().to_json(adapter.dims());
     let write_files = |d: &Path| -> Result<()> {
-        for (name, bytes) in [(WEIGHTS_FILE, &weights[..]), (CONFIG_FILE, config.as_bytes())] {
+        for (name, bytes) in [
+            (WEIGHTS_FILE, &weights[..]),
+            (CONFIG_FILE, config.as_bytes()),
+        ] {
             let path = d.join(name);
             write_atomic(&path, |w| {
                 w.write_all(bytes)
@@ -191,7 +194,10 @@ fn fill_from_file(adapter: &mut dyn Adapter, st: &SafeTensors, file_keys: &[Stri
                         p.shape()
                     ));
                 }
-                if !matches!(t.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64) {
+                if !matches!(
+                    t.dtype(),
+                    Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64
+                ) {
                     problems.push(format!(
                         "tensor {}: dtype {:?} (supported: F32, F16, BF16, F64)",
                         p.name(),
@@ -202,7 +208,9 @@ fn fill_from_file(adapter: &mut dyn Adapter, st: &SafeTensors, file_keys: &[Stri
         }
     }
     for k in file_keys.iter().filter(|k| !expected.contains(k.as_str())) {
-        problems.push(format!("unexpected tensor {k} (not implied by {CONFIG_FILE})"));
+        problems.push(format!(
+            "unexpected tensor {k} (not implied by {CONFIG_FILE})"
+        ));
     }
     if !problems.is_empty() {
         return Err(Error::InvalidArgument(format!(
@@ -225,14 +233,18 @@ fn fill_from_file(adapter: &mut dyn Adapter, st: &SafeTensors, file_keys: &[Stri
             }
             None => values,
         };
-        adapter.params_mut().get_mut(i).data_mut().copy_from_slice(&data);
+        adapter
+            .params_mut()
+            .get_mut(i)
+            .data_mut()
+            .copy_from_slice(&data);
     }
     Ok(())
 }
 
 fn to_f32(dtype: Dtype, bytes: &[u8], name: &str) -> Result<Vec<f32>> {
     let size = dtype.bitsize() / 8;
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(Error::InvalidArgument(format!(
             "tensor {name}: {} bytes is not a whole number of {dtype:?} values",
             bytes.len()

@@ -18,7 +18,7 @@ fn check(rows: usize, cols: usize, len: usize, n_heads: usize, what: &str) -> Re
             "{what}: {len} values are not {rows} rows x {cols}"
         )));
     }
-    if n_heads == 0 || rows % n_heads != 0 || (rows / n_heads) % 2 != 0 {
+    if n_heads == 0 || !rows.is_multiple_of(n_heads) || !(rows / n_heads).is_multiple_of(2) {
         return Err(Error::InvalidArgument(format!(
             "{what}: {rows} rows do not split into {n_heads} heads of an even size"
         )));

@@ -140,7 +140,10 @@ impl PrefixTuning {
         let e = self.embedding();
         for t in 0..self.cfg.num_virtual_tokens {
             let ks = &e[self.span_start(t, l, 0)..][..kvd];
-            for (h, head) in keys[t * kvd..(t + 1) * kvd].chunks_exact_mut(hd).enumerate() {
+            for (h, head) in keys[t * kvd..(t + 1) * kvd]
+                .chunks_exact_mut(hd)
+                .enumerate()
+            {
                 for (c, v) in head.iter_mut().enumerate() {
                     *v = ks[h * hd + self.key_source(c)];
                 }
@@ -153,8 +156,19 @@ impl PrefixTuning {
 
     /// Adds gradients of layer `l`'s keys and values (`[T, H_kv, D]` each, keys in the model's
     /// channel order) into the parameter gradient.
-    pub fn accumulate_layer_grad(&mut self, l: usize, dkeys: &[f32], dvalues: &[f32]) -> Result<()> {
-        self.check_layer(l, [("key gradient", dkeys.len()), ("value gradient", dvalues.len())])?;
+    pub fn accumulate_layer_grad(
+        &mut self,
+        l: usize,
+        dkeys: &[f32],
+        dvalues: &[f32],
+    ) -> Result<()> {
+        self.check_layer(
+            l,
+            [
+                ("key gradient", dkeys.len()),
+                ("value gradient", dvalues.len()),
+            ],
+        )?;
         let (kvd, hd) = (self.dims.kv_dim(), self.dims.head_dim);
         let starts: Vec<(usize, usize)> = (0..self.cfg.num_virtual_tokens)
             .map(|t| (self.span_start(t, l, 0), self.span_start(t, l, 1)))
@@ -169,7 +183,10 @@ impl PrefixTuning {
                 }
             }
             let dv = &dvalues[t * kvd..(t + 1) * kvd];
-            g[v0..v0 + kvd].iter_mut().zip(dv).for_each(|(a, b)| *a += b);
+            g[v0..v0 + kvd]
+                .iter_mut()
+                .zip(dv)
+                .for_each(|(a, b)| *a += b);
         }
         Ok(())
     }

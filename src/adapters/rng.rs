@@ -122,7 +122,10 @@ mod tests {
         }
         let mean = s / n as f64;
         let var = s2 / n as f64 - mean * mean;
-        assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.02, "{mean} {var}");
+        assert!(
+            mean.abs() < 0.01 && (var - 1.0).abs() < 0.02,
+            "{mean} {var}"
+        );
         let u: Vec<f32> = (0..n).map(|_| r.uniform(-0.5, 0.5)).collect();
         assert!(u.iter().all(|v| (-0.5..0.5).contains(v)));
         let m = u.iter().map(|&v| v as f64).sum::<f64>() / n as f64;

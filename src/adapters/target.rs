@@ -162,7 +162,7 @@ impl ModelDims {
                 "model dims: {name} is 0 ({self:?})"
             )));
         }
-        if self.qk_permuted && self.head_dim % 2 != 0 {
+        if self.qk_permuted && !self.head_dim.is_multiple_of(2) {
             return Err(Error::InvalidArgument(format!(
                 "model dims: head_dim {} is odd, so Q/K rows cannot be pair-permuted",
                 self.head_dim
@@ -223,7 +223,9 @@ mod tests {
             vec![Target::AttnQ, Target::AttnV]
         );
         assert_eq!(parse_targets("ALL-LINEAR").unwrap(), Target::ALL.to_vec());
-        let e = parse_targets("q_proj,qproj,lm_head").unwrap_err().to_string();
+        let e = parse_targets("q_proj,qproj,lm_head")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("qproj") && e.contains("lm_head"), "{e}");
         assert!(parse_targets(" , ").is_err());
     }
