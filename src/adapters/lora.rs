@@ -406,12 +406,14 @@ impl Adapter for Lora {
         m: usize,
         y: &mut [f32],
     ) -> Result<()> {
-        base.forward(x, m, y)?;
-        if self.slot(site).is_some() {
-            check_base(site, base, &self.dims)?;
-            self.forward_delta(site, base.backend(), x, m, y)?;
+        if self.slot(site).is_none() {
+            return base.forward(x, m, y);
         }
-        Ok(())
+        check_base(site, base, &self.dims)?;
+        check_len("LoRA input", site, x.len(), m, base.n_in())?;
+        check_len("LoRA output", site, y.len(), m, base.n_out())?;
+        base.forward(x, m, y)?;
+        self.forward_delta(site, base.backend(), x, m, y)
     }
 
     fn linear_backward(
@@ -423,12 +425,15 @@ impl Adapter for Lora {
         m: usize,
         dx: &mut [f32],
     ) -> Result<()> {
-        base.backward_input(dy, m, dx)?;
-        if self.slot(site).is_some() {
-            check_base(site, base, &self.dims)?;
-            self.backward_delta(site, base.backend(), x, dy, m, dx)?;
+        if self.slot(site).is_none() {
+            return base.backward_input(dy, m, dx);
         }
-        Ok(())
+        check_base(site, base, &self.dims)?;
+        check_len("LoRA output gradient", site, dy.len(), m, base.n_out())?;
+        check_len("LoRA input gradient", site, dx.len(), m, base.n_in())?;
+        // The LoRA part first: it checks that a training forward saved these rows.
+        self.backward_delta(site, base.backend(), x, dy, m, dx)?;
+        base.backward_input(dy, m, dx)
     }
 
     fn peft_config(&self) -> PeftConfig {
