@@ -106,16 +106,16 @@ impl Case {
         for &pi in params {
             let n = a.params().get(pi).len();
             let name = a.params().get(pi).name().to_string();
-            let mut num = vec![0.0; n];
-            for j in 0..n {
+            let mut central = |j: usize| {
                 let orig = a.params().get(pi).data()[j];
                 a.params_mut().get_mut(pi).data_mut()[j] = orig + eps;
                 let lp = self.loss(a, site, &self.x);
                 a.params_mut().get_mut(pi).data_mut()[j] = orig - eps;
                 let lm = self.loss(a, site, &self.x);
                 a.params_mut().get_mut(pi).data_mut()[j] = orig;
-                num[j] = ((lp - lm) / (2.0 * eps as f64)) as f32;
-            }
+                ((lp - lm) / (2.0 * eps as f64)) as f32
+            };
+            let num: Vec<f32> = (0..n).map(&mut central).collect();
             FD_TOL.assert_close(&format!("{what} {name}"), &grads[pi], &num);
             assert!(
                 grads[pi].iter().any(|&v| v != 0.0),
