@@ -430,10 +430,8 @@ impl Parser<'_> {
             }
         };
         if let ModuleSpec::Regex(_) = spec {
-            // Kept for the next write: we only know the sites it matched from the file.
-            if let ModuleSpec::Regex(r) = &spec {
-                self.obj.insert("target_modules".into(), json!(r));
-            }
+            // We do not evaluate regular expressions: the file says which layers it adapts (and
+            // the next write lists them by name).
             return sites_in_keys(file_keys, dims);
         }
         let mut sites = Vec::new();
