@@ -289,7 +289,11 @@ fn our_adapters_round_trip() {
         Box::new(
             Ia3::new(
                 &d,
-                Ia3Config::new(&[Target::AttnQ, Target::AttnK, Target::FfnDown], None, &d),
+                Ia3Config::new(
+                    &[Target::AttnQ, Target::AttnK, Target::FfnDown],
+                    Some(&[1]),
+                    &d,
+                ),
             )
             .unwrap(),
         ),

@@ -366,3 +366,101 @@ fn prompt_embeddings_load_as_stored() {
     assert_eq!(prompt.num_virtual_tokens(), 6);
     assert_eq!(prompt.embeddings(), &file["prompt_embeddings"].data[..]);
 }
+
+/// PEFT itself loads what we write: each fixture re-saved by us (logits must equal PEFT's own
+/// directory's) and fresh adapters of every method with random values. Needs torch + peft, which
+/// the CI environment lacks, so it is ignored there; run with
+/// `EDGETUNE_TORCH_PYTHON=/path/to/python cargo test --test adapters_peft -- --ignored`.
+#[test]
+#[ignore = "needs torch, transformers and peft (not in CI)"]
+fn peft_loads_directories_we_write() {
+    let python = std::env::var_os("EDGETUNE_TORCH_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| crate_root().join(".venv/bin/python"));
+    let tmp = tempfile::tempdir().unwrap();
+    let mut specs = Vec::new();
+    for name in DIRS {
+        let out = tmp.path().join(format!("resaved_{name}"));
+        save_peft_dir(load(name).as_adapter(), &out).unwrap();
+        specs.push(format!("{}={}", out.display(), fixture(name).display()));
+    }
+    let d = tiny_dims();
+    let mut lora_cfg = LoraConfig::new(
+        4,
+        8.0,
+        &[Target::AttnQ, Target::AttnK, Target::FfnUp],
+        Some(&[0]),
+        &d,
+    );
+    lora_cfg.rslora = true;
+    let mut fresh: Vec<(&str, Box<dyn Adapter>)> = vec![
+        (
+            "lora",
+            Box::new(edgetune::adapters::Lora::new(&d, lora_cfg, 3).unwrap()),
+        ),
+        (
+            "ia3",
+            Box::new(
+                edgetune::adapters::Ia3::new(
+                    &d,
+                    Ia3Config::new(
+                        &[Target::AttnQ, Target::AttnK, Target::FfnDown],
+                        Some(&[1]),
+                        &d,
+                    ),
+                )
+                .unwrap(),
+            ),
+        ),
+        (
+            "prefix",
+            Box::new(
+                PrefixTuning::new(
+                    &d,
+                    PrefixConfig {
+                        num_virtual_tokens: 4,
+                        init: PrefixInit::Random,
+                    },
+                    3,
+                )
+                .unwrap(),
+            ),
+        ),
+        (
+            "prompt",
+            Box::new(
+                PromptTuning::new(
+                    &d,
+                    PromptConfig {
+                        num_virtual_tokens: 3,
+                    },
+                    3,
+                )
+                .unwrap(),
+            ),
+        ),
+    ];
+    for (name, a) in &mut fresh {
+        let mut rng = Rng::new(77);
+        for p in a.params_mut().iter_mut() {
+            p.data_mut().iter_mut().for_each(|v| *v += 0.3 * rng.f32());
+        }
+        let out = tmp.path().join(format!("fresh_{name}"));
+        save_peft_dir(a.as_ref(), &out).unwrap();
+        specs.push(out.display().to_string());
+    }
+    let script = crate_root().join("scripts/reference/check_peft_load.py");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .args(&specs)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", python.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success(),
+        "PEFT check failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().count(), specs.len());
+}

@@ -160,7 +160,23 @@ impl PeftConfig {
             MethodConfig::Ia3(c) => {
                 // PEFT's IA3Config has no layers_to_transform: a layer subset is written as paths.
                 let (targets, _) = target_modules_json(&c.sites, dims, false);
-                let mut ff: Vec<&str> = c.feedforward.iter().map(|t| t.hf_name()).collect();
+                // PEFT checks feedforward_modules ⊆ target_modules as strings: same form.
+                let as_paths = targets.as_array().is_some_and(|t| {
+                    t.iter()
+                        .any(|v| v.as_str().is_some_and(|s| s.contains('.')))
+                });
+                let mut ff: Vec<String> = if as_paths {
+                    c.sites
+                        .iter()
+                        .filter(|s| c.feedforward.contains(&s.target))
+                        .map(|s| s.target.hf_module_path(s.layer))
+                        .collect()
+                } else {
+                    c.feedforward
+                        .iter()
+                        .map(|t| t.hf_name().to_string())
+                        .collect()
+                };
                 ff.sort_unstable();
                 set("target_modules", targets);
                 set("feedforward_modules", json!(ff));
