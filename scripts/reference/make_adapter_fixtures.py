@@ -91,7 +91,35 @@ def linear_case(tensors, key, mod, params, gen):
         tensors[f"{key}.{name}"] = p.grad.detach().clone()
 
 
+def check_prefix_key_order():
+    """Self-check of the claim src/adapters/prefix.rs relies on: with GGUF's permuted k_proj rows and
+    llama.cpp's adjacent-pair RoPE, post-RoPE keys are Hugging Face's post-RoPE keys with each head's
+    channels permuted the same way, so prefix keys (post-RoPE, from PEFT) must be permuted per head."""
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+    cfg = LlamaConfig(**GEOMETRY)
+    hd, h_kv, t = 16, GEOMETRY["num_key_value_heads"], 7
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(t, GEOMETRY["hidden_size"], generator=gen, dtype=torch.float64)
+    w = torch.randn(h_kv * hd, GEOMETRY["hidden_size"], generator=gen, dtype=torch.float64)
+    pos = torch.arange(t)[None]
+    cos, sin = LlamaRotaryEmbedding(cfg)(x[None].float(), pos)
+    k_hf = (x @ w.T).view(1, t, h_kv, hd).transpose(1, 2)  # [1, H, T, D]
+    _, k_hf = apply_rotary_pos_emb(k_hf, k_hf, cos.double(), sin.double())
+    # convert_hf_to_gguf.py LlamaModel.permute, then NORM rope (pairs 2i, 2i+1).
+    w_g = w.reshape(h_kv, 2, hd // 2, -1).swapaxes(1, 2).reshape(w.shape)
+    k_g = (x @ w_g.T).view(t, h_kv, hd // 2, 2)
+    theta = pos[0, :, None].double() * cfg.rope_parameters["rope_theta"] ** (-torch.arange(0, hd, 2).double() / hd)
+    c, s_ = torch.cos(theta)[:, None], torch.sin(theta)[:, None]
+    k_g = torch.stack([k_g[..., 0] * c - k_g[..., 1] * s_, k_g[..., 0] * s_ + k_g[..., 1] * c], -1)
+    k_g = k_g.reshape(t, h_kv, hd)
+    k_hf_perm = k_hf[0].transpose(0, 1).reshape(t, h_kv, 2, hd // 2).swapaxes(2, 3).reshape(t, h_kv, hd)
+    diff = float((k_g - k_hf_perm).abs().max())
+    assert diff < 1e-5, f"prefix key order claim fails: {diff}"  # HF cos/sin are f32
+    print(f"prefix key order check: max |diff| {diff:.1e}")
+
+
 def main():
+    check_prefix_key_order()
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/adapters")
     out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(1234)
@@ -152,5 +180,9 @@ def main():
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # PEFT writes target_modules from a Python set: fix the string hash seed so that the order, and
+    # hence the committed files, are the same on every run.
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     main()
