@@ -487,3 +487,41 @@ fn training_contract_is_enforced() {
         assert_eq!(got, want);
     }
 }
+
+/// The registry plugs into the optimizer: specs, clipping and an AdamW step. At step 0 LoRA's A
+/// gets no gradient (B = 0), B moves by about lr (Adam's first step is sign-like).
+#[test]
+fn registry_drives_the_optimizer() {
+    use edgetune::optim::{clip_grad_norm, AdamWConfig, Optimizer, ParamSet, Rule, StoreKind};
+    let d = dims();
+    let site = Site::new(1, Target::FfnGate);
+    let mut lora = Lora::new(&d, LoraConfig::new(2, 4.0, &[Target::FfnGate], None, &d), 8).unwrap();
+    let case = Case::new(site, 12);
+    lora.set_training(Some(0));
+    case.analytic(&mut lora, site);
+    let specs = ParamSet::from_specs(lora.params().specs()).unwrap();
+    let lr = 1e-2;
+    let mut opt =
+        Optimizer::new(Rule::AdamW(AdamWConfig::default()), specs, StoreKind::Ram).unwrap();
+    let before = lora.params().clone();
+    let norm = clip_grad_norm(&mut lora.params_mut().grads_mut(), 1.0);
+    assert!(norm > 0.0);
+    let (mut values, grads) = lora.params_mut().values_and_grads();
+    opt.step(&mut values, &grads, lr).unwrap();
+    let (a, b) = lora.param_indices(site).unwrap();
+    assert_eq!(lora.params().get(a).data(), before.get(a).data(), "A moved");
+    for (new, (old, g)) in lora
+        .params()
+        .get(b)
+        .data()
+        .iter()
+        .zip(before.get(b).data().iter().zip(lora.params().get(b).grad()))
+    {
+        if g.abs() > 1e-3 {
+            assert!(
+                ((old - new) - lr as f32 * g.signum()).abs() < 1e-4,
+                "{old} -> {new}, g {g}"
+            );
+        }
+    }
+}

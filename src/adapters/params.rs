@@ -118,6 +118,25 @@ impl ParamSet {
         }
     }
 
+    /// `(name, length)` of every parameter in order (what `optim::ParamSet::from_specs` takes).
+    pub fn specs(&self) -> impl Iterator<Item = (&str, usize)> + '_ {
+        self.params.iter().map(|p| (p.name.as_str(), p.len()))
+    }
+
+    /// Every gradient, in order, mutable (gradient clipping, scaling).
+    pub fn grads_mut(&mut self) -> Vec<&mut [f32]> {
+        self.params.iter_mut().map(|p| &mut p.grad[..]).collect()
+    }
+
+    /// Every parameter mutable and every gradient readable, in order: the arguments of an
+    /// optimizer step (`optim::Optimizer::step(&mut values, &grads, lr)`).
+    pub fn values_and_grads(&mut self) -> (Vec<&mut [f32]>, Vec<&[f32]>) {
+        self.params
+            .iter_mut()
+            .map(|p| (&mut p.data[..], &p.grad[..]))
+            .unzip()
+    }
+
     /// Two distinct parameters mutably at once (`i != j`).
     pub(crate) fn pair_mut(&mut self, i: usize, j: usize) -> (&mut Param, &mut Param) {
         assert_ne!(i, j, "pair_mut of one parameter");
