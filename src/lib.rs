@@ -16,6 +16,7 @@ pub mod optim;
 pub mod quant;
 pub mod quantize;
 pub mod tokenizer;
+pub mod train;
 pub mod util;
 pub mod weights;
 
