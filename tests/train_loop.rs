@@ -5,7 +5,7 @@
 //! The objective here is a toy with an exact gradient: every predicted token `(x, y)` costs
 //! `softplus(θ·f(x, y))` with fixed pseudo-random features `f`, over all adapter parameters.
 
-use edgetune::adapters::{load_peft_dir, Adapter, Lora, LoraConfig, ModelDims, Target};
+use edgetune::adapters::{load_peft_dir, Adapter, AnyAdapter, Lora, LoraConfig, ModelDims, Target};
 use edgetune::train::{
     checkpoint_dir, read_metrics, train, DataSource, LossStats, MicroBatch, Objective, StepMetrics,
     TrainOptions,
@@ -27,7 +27,7 @@ fn dims() -> ModelDims {
     }
 }
 
-fn lora() -> Lora {
+fn lora() -> AnyAdapter {
     let d = dims();
     let cfg = LoraConfig::new(2, 4.0, &[Target::AttnQ, Target::AttnV], None, &d);
     let mut l = Lora::new(&d, cfg, 7).unwrap();
@@ -39,7 +39,7 @@ fn lora() -> Lora {
             }
         }
     }
-    l
+    AnyAdapter::Lora(l)
 }
 
 fn feature(x: u32, y: i32, i: usize) -> f64 {
@@ -57,7 +57,8 @@ struct Toy {
 }
 
 impl Toy {
-    fn run(&self, adapter: &mut dyn Adapter, b: &MicroBatch, denom: Option<usize>) -> LossStats {
+    fn run(&self, any: &mut AnyAdapter, b: &MicroBatch, denom: Option<usize>) -> LossStats {
+        let adapter = any.as_adapter_mut();
         let mut s = LossStats::default();
         for r in 0..b.rows {
             let row = r * b.width;
@@ -94,7 +95,7 @@ impl Toy {
 }
 
 impl Objective for Toy {
-    fn count_targets(&self, _: &dyn Adapter, b: &MicroBatch) -> usize {
+    fn count_targets(&self, _: &AnyAdapter, b: &MicroBatch) -> usize {
         (0..b.rows)
             .map(|r| {
                 b.labels[r * b.width + 1..(r + 1) * b.width]
@@ -107,7 +108,7 @@ impl Objective for Toy {
 
     fn forward_backward(
         &mut self,
-        adapter: &mut dyn Adapter,
+        adapter: &mut AnyAdapter,
         b: &MicroBatch,
         denominator: usize,
         pass: u64,
@@ -119,7 +120,7 @@ impl Objective for Toy {
         Ok(s)
     }
 
-    fn evaluate(&mut self, adapter: &mut dyn Adapter, b: &MicroBatch) -> Result<LossStats> {
+    fn evaluate(&mut self, adapter: &mut AnyAdapter, b: &MicroBatch) -> Result<LossStats> {
         Ok(self.run(adapter, b, None))
     }
 }
@@ -216,8 +217,12 @@ fn untimed(m: &[StepMetrics]) -> Vec<StepMetrics> {
         .collect()
 }
 
-fn params_of(a: &dyn Adapter) -> Vec<Vec<f32>> {
-    a.params().iter().map(|p| p.data().to_vec()).collect()
+fn params_of(a: &AnyAdapter) -> Vec<Vec<f32>> {
+    a.as_adapter()
+        .params()
+        .iter()
+        .map(|p| p.data().to_vec())
+        .collect()
 }
 
 #[test]
@@ -288,7 +293,7 @@ fn resumed_run_equals_uninterrupted_run() {
     let out = train(
         &mut Toy::default(),
         &mut seqs(2),
-        resumed.as_adapter_mut(),
+        &mut resumed,
         &val(),
         &o,
         Some(&ckpt),
@@ -298,7 +303,7 @@ fn resumed_run_equals_uninterrupted_run() {
     assert_eq!((out.steps, out.interrupted), (10, false));
     let after = read_metrics(&b_dir.join("metrics.jsonl")).unwrap();
     assert_eq!(untimed(&after), untimed(&straight));
-    assert_eq!(params_of(resumed.as_adapter()), params_of(&a));
+    assert_eq!(params_of(&resumed), params_of(&a));
     let file = |d: &Path| std::fs::read(d.join("adapter_model.safetensors")).unwrap();
     assert_eq!(file(&a_dir), file(&b_dir));
 }
@@ -423,7 +428,7 @@ fn bad_runs_are_refused() {
     let e = train(
         &mut Toy::default(),
         &mut seqs(1),
-        adapter.as_adapter_mut(),
+        &mut adapter,
         &[],
         &o,
         Some(&ckpt),

@@ -17,7 +17,7 @@ pub mod metrics;
 pub use checkpoint::{checkpoint_dir, load_state, save_checkpoint, TrainerState};
 pub use metrics::{read_metrics, rss_anon_bytes, MetricsLog, StepMetrics, METRICS_FILE};
 
-use crate::adapters::{save_peft_dir, Adapter};
+use crate::adapters::{save_peft_dir, AnyAdapter};
 use crate::error::{Error, Result};
 use crate::optim::{
     clip_grad_norm, AdamWConfig, Optimizer, ParamSet, Rule, Schedule, ScheduleKind, StoreKind,
@@ -61,21 +61,21 @@ impl LossStats {
 /// The model side of a training step.
 pub trait Objective {
     /// Tokens of `batch` the loss predicts (its share of a step's denominator).
-    fn count_targets(&self, adapter: &dyn Adapter, batch: &MicroBatch) -> usize;
+    fn count_targets(&self, adapter: &AnyAdapter, batch: &MicroBatch) -> usize;
 
     /// Training forward and backward of one micro-batch: adds d(Σ NLL / `denominator`)/dθ into the
     /// adapter's gradients and returns the summed NLL. `pass` identifies the forward pass
     /// (dropout masks derive from it).
     fn forward_backward(
         &mut self,
-        adapter: &mut dyn Adapter,
+        adapter: &mut AnyAdapter,
         batch: &MicroBatch,
         denominator: usize,
         pass: u64,
     ) -> Result<LossStats>;
 
     /// Inference forward: the summed NLL, no gradients.
-    fn evaluate(&mut self, adapter: &mut dyn Adapter, batch: &MicroBatch) -> Result<LossStats>;
+    fn evaluate(&mut self, adapter: &mut AnyAdapter, batch: &MicroBatch) -> Result<LossStats>;
 }
 
 /// The data side: the micro-batches of each optimizer step, resumable.
@@ -195,7 +195,7 @@ pub struct Outcome {
 pub fn train(
     objective: &mut dyn Objective,
     data: &mut dyn DataSource,
-    adapter: &mut dyn Adapter,
+    adapter: &mut AnyAdapter,
     val: &[MicroBatch],
     opts: &TrainOptions,
     resume: Option<&Path>,
@@ -204,7 +204,7 @@ pub fn train(
     opts.validate()?;
     std::fs::create_dir_all(&opts.out_dir)
         .map_err(|e| Error::io(format!("creating {}", opts.out_dir.display()), e))?;
-    let specs = ParamSet::from_specs(adapter.params().specs())?;
+    let specs = ParamSet::from_specs(adapter.as_adapter().params().specs())?;
     let rule = Rule::AdamW(AdamWConfig {
         weight_decay: opts.weight_decay,
         ..AdamWConfig::default()
@@ -275,7 +275,7 @@ pub fn train(
         let batches = data.next_step(opts.grad_accum)?;
         let denominator: usize = batches
             .iter()
-            .map(|b| objective.count_targets(&*adapter, b))
+            .map(|b| objective.count_targets(adapter, b))
             .sum();
         if denominator == 0 {
             return Err(Error::InvalidArgument(format!(
@@ -283,7 +283,7 @@ pub fn train(
                 batches.len()
             )));
         }
-        adapter.zero_grad();
+        adapter.as_adapter_mut().zero_grad();
         let mut loss = LossStats::default();
         let mut tokens = 0u64;
         for b in &batches {
@@ -292,9 +292,12 @@ pub fn train(
             loss.add(objective.forward_backward(adapter, b, denominator, pass)?);
             tokens += b.tokens as u64;
         }
-        adapter.set_training(None);
+        adapter.as_adapter_mut().set_training(None);
         let mean = loss.sum_nll / denominator as f64;
-        let grad_norm = clip_grad_norm(&mut adapter.params_mut().grads_mut(), opts.max_grad_norm);
+        let grad_norm = clip_grad_norm(
+            &mut adapter.as_adapter_mut().params_mut().grads_mut(),
+            opts.max_grad_norm,
+        );
         if !mean.is_finite() || !grad_norm.is_finite() {
             let what = if mean.is_finite() {
                 format!("gradient norm is {grad_norm}")
@@ -312,7 +315,7 @@ pub fn train(
         }
         let lr = schedule.lr(optimizer.steps_done());
         {
-            let (mut values, grads) = adapter.params_mut().values_and_grads();
+            let (mut values, grads) = adapter.as_adapter_mut().params_mut().values_and_grads();
             optimizer.step(&mut values, &grads, lr)?;
         }
         state.step = step;
@@ -348,7 +351,7 @@ pub fn train(
             state.data = data.state();
             last_checkpoint = Some(save_checkpoint(
                 &opts.out_dir,
-                &*adapter,
+                adapter.as_adapter(),
                 &mut optimizer,
                 &state,
             )?);
@@ -359,7 +362,7 @@ pub fn train(
         }
     }
     if !interrupted {
-        save_peft_dir(&*adapter, &opts.out_dir)?;
+        save_peft_dir(adapter.as_adapter(), &opts.out_dir)?;
     }
     Ok(Outcome {
         steps: state.step,
@@ -372,10 +375,10 @@ pub fn train(
 /// Mean NLL over all predicted tokens of `val`.
 pub fn evaluate(
     objective: &mut dyn Objective,
-    adapter: &mut dyn Adapter,
+    adapter: &mut AnyAdapter,
     val: &[MicroBatch],
 ) -> Result<f64> {
-    adapter.set_training(None);
+    adapter.as_adapter_mut().set_training(None);
     let mut total = LossStats::default();
     for b in val {
         total.add(objective.evaluate(adapter, b)?);
