@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod chat;
 pub mod cpu;
+pub mod data;
 pub mod error;
 pub mod gguf;
 pub mod npy;
