@@ -87,7 +87,9 @@ fn sequences_match_trl() {
             seed: 0,
             val_split: 0.0,
         };
-        let path = fixtures().join("inputs").join(case["file"].as_str().unwrap());
+        let path = fixtures()
+            .join("inputs")
+            .join(case["file"].as_str().unwrap());
         let got = match data::load(&path, &m.tok, m.chat.as_ref(), &opts) {
             Ok(p) => p,
             Err(e) => {
@@ -211,4 +213,3 @@ fn templates_without_markers_mark_content_and_end_of_turn() {
     }
     assert!(n >= 10);
 }
-

@@ -95,9 +95,9 @@ impl DataStats {
         let mut w = Vec::new();
         if self.dropped > 0 {
             w.push(format!(
-                "{} record(s) have no token to train on (e.g. line {}) and were dropped: an \
-                 assistant-less conversation, an empty completion, or a prompt that fills \
-                 --seq-len {seq_len}",
+                "{} record(s) have no token to train on (e.g. line {}) and were dropped: a \
+                 conversation without an assistant turn, or a prompt that fills --seq-len \
+                 {seq_len}",
                 self.dropped,
                 self.first_dropped_line.unwrap_or(0)
             ));
@@ -182,9 +182,16 @@ pub fn read_examples(
             data_error(Some(line), "invalid UTF-8".into())
         })?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        return enc
+        let windows = enc
             .document(text, opts.seq_len)
-            .map_err(|e| data_error(None, e.to_string()));
+            .map_err(|e| data_error(None, e.to_string()))?;
+        if windows.is_empty() {
+            return Err(data_error(
+                None,
+                "no usable example: the text has fewer than 2 tokens".into(),
+            ));
+        }
+        return Ok(windows);
     }
     let (records, mut errors) = record::parse_jsonl(&bytes);
     if errors.is_empty() {
@@ -296,10 +303,7 @@ fn split(examples: Vec<Example>, opts: &DataOptions) -> Result<(Vec<Example>, Ve
     for &i in &order[..n_val] {
         is_val[i as usize] = true;
     }
-    let (val, train): (Vec<_>, Vec<_>) = examples
-        .into_iter()
-        .zip(is_val)
-        .partition(|(_, v)| *v);
+    let (val, train): (Vec<_>, Vec<_>) = examples.into_iter().zip(is_val).partition(|(_, v)| *v);
     Ok((
         train.into_iter().map(|(e, _)| e).collect(),
         val.into_iter().map(|(e, _)| e).collect(),

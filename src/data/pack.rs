@@ -79,8 +79,9 @@ pub fn pack_bfd(examples: Vec<Example>, seq_len: usize) -> Vec<Sequence> {
 fn pack_group(group: Vec<Example>, seq_len: usize, rows: &mut Vec<Sequence>) {
     let len = |ex: usize| group[ex].len().min(seq_len);
     let mut order: Vec<usize> = (0..group.len()).collect();
-    order.sort_by(|&a, &b| len(b).cmp(&len(a))); // stable: ties keep input order
-    // room left → bins with exactly that room, oldest first (TRL's segment tree + deques).
+    // Stable: ties keep input order.
+    order.sort_by_key(|&ex| std::cmp::Reverse(len(ex)));
+    // Room left → bins with exactly that room, oldest first (TRL's segment tree + deques).
     let mut by_room: BTreeMap<usize, VecDeque<usize>> = BTreeMap::new();
     let mut bins: Vec<(Vec<usize>, usize)> = Vec::new(); // (examples, room left)
     for &ex in &order {
@@ -142,7 +143,12 @@ mod tests {
     #[test]
     fn packs_like_the_trl_docstring() {
         let rows = pack_bfd(
-            vec![ex(&[1, 2, 3, 4, 5]), ex(&[6, 7]), ex(&[8, 9, 10]), ex(&[11])],
+            vec![
+                ex(&[1, 2, 3, 4, 5]),
+                ex(&[6, 7]),
+                ex(&[8, 9, 10]),
+                ex(&[11]),
+            ],
             4,
         );
         let ids: Vec<Vec<u32>> = rows.iter().map(|r| r.input_ids.clone()).collect();

@@ -80,10 +80,7 @@ pub fn parse_jsonl(bytes: &[u8]) -> (Vec<Line>, Vec<(usize, String)>) {
 pub fn parse_line(text: &str) -> Result<Record, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON ({e})"))?;
     let Value::Object(obj) = value else {
-        return Err(format!(
-            "expected a JSON object, found {}",
-            kind(&value)
-        ));
+        return Err(format!("expected a JSON object, found {}", kind(&value)));
     };
     let has = |k: &str| obj.contains_key(k);
     let mut shapes = Vec::new();
@@ -131,7 +128,11 @@ fn parse_shape(obj: &Map<String, Value>) -> Result<Record, String> {
             Some(v) => string(v, &format!("\"{k}\"")),
             None => Err(format!(
                 "\"{}\" without \"{k}\"",
-                if k == "prompt" { "completion" } else { "prompt" }
+                if k == "prompt" {
+                    "completion"
+                } else {
+                    "prompt"
+                }
             )),
         };
         return Ok(Record::PromptCompletion {
@@ -207,8 +208,7 @@ fn messages(v: &Value) -> Result<Vec<Message>, String> {
                 ));
             }
             let content = string(
-                m.get("content")
-                    .ok_or(format!("{at} has no \"content\""))?,
+                m.get("content").ok_or(format!("{at} has no \"content\""))?,
                 &format!("{at}.content"),
             )?;
             Ok(Message::new(role, content))
