@@ -15,8 +15,8 @@ templates without markers, and these cases check that the two agree.
 
 Needs transformers (in .venv) plus trl==1.16.0 and datasets, e.g. installed aside:
 
-    pip install --target /tmp/trl-deps --no-deps trl==1.16.0 datasets pyarrow pandas 'dill<0.4.2' \
-        xxhash 'multiprocess<0.70.20' python-dateutil pytz tzdata six
+    pip install --target /tmp/trl-deps --no-deps trl==1.16.0 datasets==5.2.0 'pyarrow==24.*' pandas \
+        dill==0.3.8 multiprocess==0.70.16 xxhash python-dateutil pytz tzdata six
     PYTHONPATH=/tmp/trl-deps .venv/bin/python scripts/reference/make_data_fixtures.py
 
 Writes tests/fixtures/data/inputs/* (the records, also read by the Rust tests) and
