@@ -12,6 +12,7 @@
 //! that common denominator, so the accumulated gradient is the gradient of the step's loss.
 
 pub mod checkpoint;
+pub mod data;
 pub mod metrics;
 
 pub use checkpoint::{checkpoint_dir, load_state, save_checkpoint, TrainerState};
