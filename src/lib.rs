@@ -9,6 +9,7 @@ pub mod backend;
 pub mod cpu;
 pub mod error;
 pub mod gguf;
+pub mod model;
 pub mod npy;
 pub mod quant;
 pub mod quantize;
