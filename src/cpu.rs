@@ -85,8 +85,7 @@ pub fn simd_level() -> SimdLevel {
             Some(cap) => levels
                 .iter()
                 .copied()
-                .filter(|l| *l <= cap)
-                .last()
+                .rfind(|l| *l <= cap)
                 .unwrap_or(SimdLevel::Scalar),
             None => best,
         }

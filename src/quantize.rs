@@ -10,6 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::gguf::{Array, GgmlType, GgufFile, GgufWriter, TensorSpec, Value};
+use crate::quant::dynamic8::{CodeMap, Rounding};
 use crate::quant::nf4::{self, Nf4Params};
 use crate::weights::{nf4_keys, Storage, WeightInfo, Weights};
 use std::io::Write;
@@ -44,8 +45,13 @@ impl Target {
     }
 }
 
-const ENCODABLE: [GgmlType; 5] =
-    [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::F16, GgmlType::BF16, GgmlType::F32];
+const ENCODABLE: [GgmlType; 5] = [
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::F32,
+];
 
 /// What happens to `token_embd.weight` and `output.weight`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +87,19 @@ pub struct QuantizeParams {
     /// NF4 double quantization of the absmax values.
     pub double_quant: bool,
     pub embeddings: EmbeddingPolicy,
+}
+
+impl QuantizeParams {
+    /// The NF4 encoder settings. The double-quantized absmax codes are rounded exactly as
+    /// bitsandbytes computes them on CPU (its 8-bit lookup-table kernel), so an NF4 file written
+    /// here decodes to the same weights as a bitsandbytes QLoRA model (docs/nf4-details.md).
+    pub fn nf4_params(&self) -> Nf4Params {
+        Nf4Params {
+            block_size: self.block_size,
+            double_quant: self.double_quant,
+            absmax_rounding: Rounding::BnbCpuTable,
+        }
+    }
 }
 
 impl Default for QuantizeParams {
@@ -153,7 +172,7 @@ fn is_embedding(name: &str) -> bool {
 /// Decides what happens to every weight, without touching tensor data.
 pub fn plan(weights: &Weights, params: &QuantizeParams) -> Result<Vec<PlannedWeight>> {
     if params.target == Target::Nf4 || params.embeddings == EmbeddingPolicy::Type(Target::Nf4) {
-        Nf4Params::new(params.block_size, params.double_quant)?;
+        nf4::check_block_size(params.block_size)?;
     }
     let mut out = Vec::new();
     for w in weights.list() {
@@ -181,7 +200,11 @@ pub fn plan(weights: &Weights, params: &QuantizeParams) -> Result<Vec<PlannedWei
             (Action::Copy, Storage::Nf4 { .. }) => Action::Nf4,
             _ => action,
         };
-        out.push(PlannedWeight { weight: w.clone(), action, note });
+        out.push(PlannedWeight {
+            weight: w.clone(),
+            action,
+            note,
+        });
     }
     Ok(out)
 }
@@ -209,19 +232,27 @@ fn choose_action(w: &WeightInfo, target: Target) -> Result<(Action, Option<Strin
                     nf4_keys::MAX_BASE_NAME_LEN
                 )));
             }
-            if ne0 % 2 == 0 {
+            if ne0.is_multiple_of(2) {
                 Ok((Action::Nf4, None))
             } else {
-                Ok((Action::Encode(GgmlType::F16), Some(format!("{}: ne[0]={ne0} is odd, kept as F16", w.name))))
+                Ok((
+                    Action::Encode(GgmlType::F16),
+                    Some(format!("{}: ne[0]={ne0} is odd, kept as F16", w.name)),
+                ))
             }
         }
         Target::Ggml(t) => {
-            if ne0 % t.block_size() as u64 == 0 {
+            if ne0.is_multiple_of(t.block_size() as u64) {
                 Ok((Action::Encode(t), None))
             } else {
                 Ok((
                     Action::Encode(GgmlType::F16),
-                    Some(format!("{}: ne[0]={ne0} is not a multiple of {}'s block size {}, kept as F16", w.name, t, t.block_size())),
+                    Some(format!(
+                        "{}: ne[0]={ne0} is not a multiple of {}'s block size {}, kept as F16",
+                        w.name,
+                        t,
+                        t.block_size()
+                    )),
                 ))
             }
         }
@@ -261,17 +292,26 @@ pub fn quantize_file(
     if let Some(ft) = file_type(params.target) {
         writer.set("general.file_type", Value::U32(ft));
     }
-    let nf4_names: Vec<String> =
-        planned.iter().filter(|p| p.action == Action::Nf4).map(|p| p.weight.name.clone()).collect();
+    let nf4_names: Vec<String> = planned
+        .iter()
+        .filter(|p| p.action == Action::Nf4)
+        .map(|p| p.weight.name.clone())
+        .collect();
     if !nf4_names.is_empty() {
         writer.set(nf4_keys::VERSION, Value::U32(nf4_keys::CURRENT_VERSION));
         writer.set(nf4_keys::BLOCK_SIZE, Value::U32(params.block_size as u32));
         writer.set(nf4_keys::DOUBLE_QUANT, Value::Bool(params.double_quant));
         if params.double_quant {
             writer.set(nf4_keys::NESTED_BLOCK_SIZE, Value::U32(256));
-            writer.set(nf4_keys::NESTED_CODE, Value::Array(Array::F32(crate::quant::dynamic8::signed_map().to_vec())));
+            writer.set(
+                nf4_keys::NESTED_CODE,
+                Value::Array(Array::F32(CodeMap::signed().values().to_vec())),
+            );
         }
-        writer.set(nf4_keys::CODE, Value::Array(Array::F32(nf4::CODE.to_vec())));
+        writer.set(
+            nf4_keys::CODE,
+            Value::Array(Array::F32(nf4::nf4_values().to_vec())),
+        );
         writer.set(nf4_keys::TENSORS, Value::Array(Array::String(nf4_names)));
     }
 
@@ -321,7 +361,10 @@ pub fn quantize_file(
             Action::Encode(t) => {
                 let values = weights.dequantize(&p.weight)?;
                 let n_bytes = t.tensor_bytes(&p.weight.ne).ok_or_else(|| {
-                    Error::InvalidArgument(format!("tensor '{}' cannot be stored as {t}", p.weight.name))
+                    Error::InvalidArgument(format!(
+                        "tensor '{}' cannot be stored as {t}",
+                        p.weight.name
+                    ))
                 })?;
                 let mut bytes = vec![0u8; n_bytes as usize];
                 crate::quant::quantize(*t, &values, &mut bytes)
@@ -330,7 +373,7 @@ pub fn quantize_file(
             }
             Action::Nf4 => {
                 let values = weights.dequantize(&p.weight)?;
-                let q = nf4::quantize(&values, Nf4Params::new(params.block_size, params.double_quant)?)
+                let q = nf4::quantize(&values, params.nf4_params())
                     .map_err(|e| Error::Quant(format!("tensor '{}': {e}", p.weight.name)))?;
                 out.write_all(&q.codes).map_err(io)?;
                 pending.extend(nf4_scale_parts(&q));
@@ -368,7 +411,11 @@ pub fn quantize_file(
 
 fn file_len(f: &GgufFile) -> u64 {
     let h = f.header();
-    h.data_offset + h.tensors.iter().map(|t| t.bytes.next_multiple_of(h.alignment)).sum::<u64>()
+    h.data_offset
+        + h.tensors
+            .iter()
+            .map(|t| t.bytes.next_multiple_of(h.alignment))
+            .sum::<u64>()
 }
 
 /// GGUF tensor specs for one planned weight (one, or four for double-quantized NF4).
@@ -381,19 +428,39 @@ fn output_specs(p: &PlannedWeight, params: &QuantizeParams) -> Vec<TensorSpec> {
                 Storage::Ggml(ty) => ty,
                 Storage::Nf4 { .. } => GgmlType::I8,
             };
-            vec![TensorSpec { name: w.name.clone(), ty, ne: w.ne.clone() }]
+            vec![TensorSpec {
+                name: w.name.clone(),
+                ty,
+                ne: w.ne.clone(),
+            }]
         }
-        Action::Encode(t) => vec![TensorSpec { name: w.name.clone(), ty: *t, ne: w.ne.clone() }],
+        Action::Encode(t) => vec![TensorSpec {
+            name: w.name.clone(),
+            ty: *t,
+            ne: w.ne.clone(),
+        }],
         Action::Nf4 => {
             let mut ne = w.ne.clone();
             ne[0] /= 2;
             let n = w.n_elements();
             let n_blocks = n.div_ceil(params.block_size as u64);
-            let mut specs = vec![TensorSpec { name: w.name.clone(), ty: GgmlType::I8, ne }];
-            let part = |suffix: &str, ty, len| TensorSpec { name: format!("{}{suffix}", w.name), ty, ne: vec![len] };
+            let mut specs = vec![TensorSpec {
+                name: w.name.clone(),
+                ty: GgmlType::I8,
+                ne,
+            }];
+            let part = |suffix: &str, ty, len| TensorSpec {
+                name: format!("{}{suffix}", w.name),
+                ty,
+                ne: vec![len],
+            };
             if params.double_quant {
                 specs.push(part(nf4_keys::SUFFIX_ABSMAX, GgmlType::I8, n_blocks));
-                specs.push(part(nf4_keys::SUFFIX_ABSMAX2, GgmlType::F32, n_blocks.div_ceil(256)));
+                specs.push(part(
+                    nf4_keys::SUFFIX_ABSMAX2,
+                    GgmlType::F32,
+                    n_blocks.div_ceil(256),
+                ));
                 specs.push(part(nf4_keys::SUFFIX_OFFSET, GgmlType::F32, 1));
             } else {
                 specs.push(part(nf4_keys::SUFFIX_ABSMAX, GgmlType::F32, n_blocks));
@@ -407,8 +474,8 @@ fn output_specs(p: &PlannedWeight, params: &QuantizeParams) -> Vec<TensorSpec> {
 fn nf4_scale_parts(q: &nf4::Nf4Tensor) -> Vec<Vec<u8>> {
     let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     match &q.scales {
-        nf4::Nf4OwnedScales::Plain(absmax) => vec![f32_bytes(absmax)],
-        nf4::Nf4OwnedScales::Double { q, absmax2, offset } => {
+        nf4::Nf4Scales::Absmax(absmax) => vec![f32_bytes(absmax)],
+        nf4::Nf4Scales::DoubleQuant { q, absmax2, offset } => {
             vec![q.clone(), f32_bytes(absmax2), offset.to_le_bytes().to_vec()]
         }
     }

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::gguf::{Array, GgmlType, GgufFile, Header, TensorInfo, Value};
-use crate::quant::nf4::{Nf4Scales, Nf4View};
+use crate::quant::nf4::{F32Slice, Nf4ScalesView, Nf4View};
 
 /// Metadata keys and tensor suffixes of the NF4-in-GGUF encoding (docs/nf4-gguf.md).
 pub mod nf4_keys {
@@ -29,15 +29,23 @@ pub mod nf4_keys {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Storage {
     Ggml(GgmlType),
-    Nf4 { block_size: usize, double_quant: bool },
+    Nf4 {
+        block_size: usize,
+        double_quant: bool,
+    },
 }
 
 impl Storage {
     pub fn name(&self) -> String {
         match self {
             Storage::Ggml(t) => t.name().to_string(),
-            Storage::Nf4 { double_quant: true, .. } => "NF4+DQ".to_string(),
-            Storage::Nf4 { double_quant: false, .. } => "NF4".to_string(),
+            Storage::Nf4 {
+                double_quant: true, ..
+            } => "NF4+DQ".to_string(),
+            Storage::Nf4 {
+                double_quant: false,
+                ..
+            } => "NF4".to_string(),
         }
     }
 }
@@ -105,19 +113,30 @@ impl<'f> Weights<'f> {
         let h = self.file.header();
         let main = &h.tensors[w.parts[0]];
         match w.storage {
-            Storage::Ggml(ty) => Ok(WeightData::Ggml { ty, bytes: self.file.tensor_data(main) }),
-            Storage::Nf4 { block_size, double_quant } => {
+            Storage::Ggml(ty) => Ok(WeightData::Ggml {
+                ty,
+                bytes: self.file.tensor_data(main),
+            }),
+            Storage::Nf4 {
+                block_size,
+                double_quant,
+            } => {
                 let part = |i: usize| self.file.tensor_data(&h.tensors[w.parts[i]]);
                 let scales = if double_quant {
                     let offset_bytes = part(3);
-                    let offset = f32::from_le_bytes(offset_bytes[..4].try_into().map_err(|_| {
-                        Error::Quant(format!("NF4 weight '{}': offset tensor is empty", w.name))
-                    })?);
-                    Nf4Scales::Double { q: part(1), absmax2: part(2), offset }
+                    let offset =
+                        f32::from_le_bytes(offset_bytes[..4].try_into().map_err(|_| {
+                            Error::Quant(format!("NF4 weight '{}': offset tensor is empty", w.name))
+                        })?);
+                    Nf4ScalesView::DoubleQuant {
+                        q: part(1),
+                        absmax2: F32Slice::LeBytes(part(2)),
+                        offset,
+                    }
                 } else {
-                    Nf4Scales::Plain(part(1))
+                    Nf4ScalesView::Absmax(F32Slice::LeBytes(part(1)))
                 };
-                let view = Nf4View::new(part(0), scales, w.n_elements() as usize, block_size)
+                let view = Nf4View::new(part(0), scales, block_size, w.n_elements() as usize)
                     .map_err(|e| Error::Quant(format!("NF4 weight '{}': {e}", w.name)))?;
                 Ok(WeightData::Nf4(view))
             }
@@ -140,7 +159,9 @@ impl<'f> Weights<'f> {
 
 /// NF4 settings declared in a header, or `None` if the file has no NF4 weights.
 pub fn nf4_file_info(h: &Header) -> Result<Option<Nf4FileInfo>> {
-    let Some(version) = h.get(nf4_keys::VERSION) else { return Ok(None) };
+    let Some(version) = h.get(nf4_keys::VERSION) else {
+        return Ok(None);
+    };
     let bad = |key: &str, what: String| Error::Quant(format!("metadata '{key}': {what}"));
     match version {
         Value::U32(v) if *v == nf4_keys::CURRENT_VERSION => {}
@@ -153,19 +174,37 @@ pub fn nf4_file_info(h: &Header) -> Result<Option<Nf4FileInfo>> {
     }
     let block_size = match h.get(nf4_keys::BLOCK_SIZE) {
         Some(Value::U32(b)) if b.is_power_of_two() && (32..=4096).contains(b) => *b as usize,
-        v => return Err(bad(nf4_keys::BLOCK_SIZE, format!("expected a power of two in 32..=4096, found {v:?}"))),
+        v => {
+            return Err(bad(
+                nf4_keys::BLOCK_SIZE,
+                format!("expected a power of two in 32..=4096, found {v:?}"),
+            ))
+        }
     };
     let double_quant = match h.get(nf4_keys::DOUBLE_QUANT) {
         Some(Value::Bool(b)) => *b,
-        v => return Err(bad(nf4_keys::DOUBLE_QUANT, format!("expected a bool, found {v:?}"))),
+        v => {
+            return Err(bad(
+                nf4_keys::DOUBLE_QUANT,
+                format!("expected a bool, found {v:?}"),
+            ))
+        }
     };
     if double_quant {
         match h.get(nf4_keys::NESTED_BLOCK_SIZE) {
             Some(Value::U32(256)) => {}
-            v => return Err(bad(nf4_keys::NESTED_BLOCK_SIZE, format!("expected 256, found {v:?}"))),
+            v => {
+                return Err(bad(
+                    nf4_keys::NESTED_BLOCK_SIZE,
+                    format!("expected 256, found {v:?}"),
+                ))
+            }
         }
     }
-    Ok(Some(Nf4FileInfo { block_size, double_quant }))
+    Ok(Some(Nf4FileInfo {
+        block_size,
+        double_quant,
+    }))
 }
 
 fn logical_weights(h: &Header) -> Result<Vec<WeightInfo>> {
@@ -213,7 +252,11 @@ fn logical_weights(h: &Header) -> Result<Vec<WeightInfo>> {
         }
     }
     // Parts listed before their main tensor would have been emitted as plain weights; reject that.
-    let parts: Vec<usize> = list.iter().filter(|w| w.parts.len() > 1).flat_map(|w| w.parts[1..].to_vec()).collect();
+    let parts: Vec<usize> = list
+        .iter()
+        .filter(|w| w.parts.len() > 1)
+        .flat_map(|w| w.parts[1..].to_vec())
+        .collect();
     list.retain(|w| w.parts.len() > 1 || !parts.contains(&w.parts[0]));
     Ok(list)
 }
@@ -227,10 +270,15 @@ fn nf4_group(
 ) -> Result<WeightInfo> {
     let err = |msg: String| Error::Quant(format!("NF4 weight '{}': {msg}", t.name));
     if t.ty != GgmlType::I8 {
-        return Err(err(format!("packed codes must be an I8 tensor, found {}", t.ty)));
+        return Err(err(format!(
+            "packed codes must be an I8 tensor, found {}",
+            t.ty
+        )));
     }
     let mut ne = t.ne.clone();
-    ne[0] = ne[0].checked_mul(2).ok_or_else(|| err("ne[0] overflows".into()))?;
+    ne[0] = ne[0]
+        .checked_mul(2)
+        .ok_or_else(|| err("ne[0] overflows".into()))?;
     let n: u64 = ne.iter().product();
     let n_blocks = n.div_ceil(info.block_size as u64);
     let part = |suffix: &str, ty: GgmlType, len: u64| -> Result<usize> {
@@ -249,7 +297,11 @@ fn nf4_group(
     let mut parts = vec![i];
     if info.double_quant {
         parts.push(part(nf4_keys::SUFFIX_ABSMAX, GgmlType::I8, n_blocks)?);
-        parts.push(part(nf4_keys::SUFFIX_ABSMAX2, GgmlType::F32, n_blocks.div_ceil(256))?);
+        parts.push(part(
+            nf4_keys::SUFFIX_ABSMAX2,
+            GgmlType::F32,
+            n_blocks.div_ceil(256),
+        )?);
         parts.push(part(nf4_keys::SUFFIX_OFFSET, GgmlType::F32, 1)?);
     } else {
         parts.push(part(nf4_keys::SUFFIX_ABSMAX, GgmlType::F32, n_blocks)?);
@@ -258,7 +310,10 @@ fn nf4_group(
     Ok(WeightInfo {
         name: t.name.clone(),
         ne,
-        storage: Storage::Nf4 { block_size: info.block_size, double_quant: info.double_quant },
+        storage: Storage::Nf4 {
+            block_size: info.block_size,
+            double_quant: info.double_quant,
+        },
         bytes,
         parts,
     })

@@ -11,7 +11,11 @@ fn root() -> PathBuf {
 
 fn smollm2() -> PathBuf {
     let p = root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.exists(), "{} is missing: run scripts/fetch-models.sh", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-models.sh",
+        p.display()
+    );
     p
 }
 
@@ -19,12 +23,19 @@ fn python() -> PathBuf {
     let p = std::env::var_os("EDGETUNE_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join(".venv/bin/python"));
-    assert!(p.exists(), "{} is missing: run scripts/setup-python.sh (or set EDGETUNE_PYTHON)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup-python.sh (or set EDGETUNE_PYTHON)",
+        p.display()
+    );
     p
 }
 
 fn edgetune(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edgetune")).args(args).output().expect("run edgetune")
+    Command::new(env!("CARGO_BIN_EXE_edgetune"))
+        .args(args)
+        .output()
+        .expect("run edgetune")
 }
 
 fn ok(out: Output, what: &str) -> String {
@@ -51,17 +62,26 @@ fn s(p: &Path) -> &str {
 fn inspect_lists_every_tensor_and_the_memory_estimate() {
     let model = smollm2();
     let text = ok(edgetune(&["inspect", s(&model)]), "inspect");
-    assert!(text.contains("GGUF v3, 33 metadata keys, 272 tensors"), "{text}");
+    assert!(
+        text.contains("GGUF v3, 33 metadata keys, 272 tensors"),
+        "{text}"
+    );
     assert!(text.contains("memory estimate"), "{text}");
     assert!(text.contains("blk.29.ffn_down.weight"), "{text}");
 
-    let json: serde_json::Value =
-        serde_json::from_str(&ok(edgetune(&["inspect", s(&model), "--json"]), "inspect --json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&ok(
+        edgetune(&["inspect", s(&model), "--json"]),
+        "inspect --json",
+    ))
+    .unwrap();
     let tensors = json["tensors"].as_array().unwrap();
     assert_eq!(tensors.len(), 272);
     assert_eq!(json["data_offset"], 1785664);
     assert_eq!(json["metadata"]["llama.block_count"], 30);
-    let q = tensors.iter().find(|t| t["name"] == "blk.0.attn_q.weight").unwrap();
+    let q = tensors
+        .iter()
+        .find(|t| t["name"] == "blk.0.attn_q.weight")
+        .unwrap();
     assert_eq!(q["type"], "Q4_1");
     assert_eq!(q["shape"], serde_json::json!([576, 576]));
     assert_eq!(q["bytes"], 576 * 576 / 32 * 20);
@@ -76,7 +96,10 @@ fn quantized_files_pass_the_independent_check() {
     let dir = tempfile::tempdir().unwrap();
     let cases: &[(&str, &[&str])] = &[
         ("nf4-dq.gguf", &["--type", "nf4"]),
-        ("nf4-128.gguf", &["--type", "nf4", "--no-double-quant", "--block-size", "128"]),
+        (
+            "nf4-128.gguf",
+            &["--type", "nf4", "--no-double-quant", "--block-size", "128"],
+        ),
         ("q8_0.gguf", &["--type", "q8_0", "--embeddings", "same"]),
         ("f16.gguf", &["--type", "f16"]),
     ];
@@ -92,7 +115,10 @@ fn quantized_files_pass_the_independent_check() {
         if name.starts_with("nf4") {
             for t in ["blk.0.attn_q.weight", "blk.7.ffn_down.weight"] {
                 let npy = npy_dir.join(format!("{t}.npy"));
-                ok(edgetune(&["inspect", s(&out), "--tensor", t, "--npy", s(&npy)]), "inspect --npy");
+                ok(
+                    edgetune(&["inspect", s(&out), "--tensor", t, "--npy", s(&npy)]),
+                    "inspect --npy",
+                );
             }
         }
         let check = Command::new(python())
@@ -110,17 +136,36 @@ fn bad_input_gives_clear_errors_and_no_output() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.gguf");
     let o = s(&out);
+    let not_gguf = root().join("Cargo.toml");
     let cases: &[(&[&str], &str)] = &[
-        (&["quantize", "/nonexistent/model.gguf", "-o", o], "/nonexistent/model.gguf"),
-        (&["quantize", s(&model), "-o", o, "--type", "q5_k"], "unknown target type 'q5_k'"),
-        (&["quantize", s(&model), "-o", o, "--block-size", "48"], "48"),
-        (&["quantize", s(&model), "-o", o, "--embeddings", "zip"], "unknown embeddings policy 'zip'"),
-        (&["inspect", s(&model), "--tensor", "nope", "--npy", o], "no tensor named 'nope'"),
-        (&["inspect", s(&root().join("Cargo.toml"))], "Cargo.toml"),
+        (
+            &["quantize", "/nonexistent/model.gguf", "-o", o],
+            "/nonexistent/model.gguf",
+        ),
+        (
+            &["quantize", s(&model), "-o", o, "--type", "q5_k"],
+            "unknown target type 'q5_k'",
+        ),
+        (
+            &["quantize", s(&model), "-o", o, "--block-size", "48"],
+            "48",
+        ),
+        (
+            &["quantize", s(&model), "-o", o, "--embeddings", "zip"],
+            "unknown embeddings policy 'zip'",
+        ),
+        (
+            &["inspect", s(&model), "--tensor", "nope", "--npy", o],
+            "no tensor named 'nope'",
+        ),
+        (&["inspect", s(&not_gguf)], "Cargo.toml"),
     ];
     for (args, needle) in cases {
         let e = err(edgetune(args), &format!("{args:?}"));
-        assert!(e.contains(needle), "{args:?}: stderr should mention {needle:?}: {e}");
+        assert!(
+            e.contains(needle),
+            "{args:?}: stderr should mention {needle:?}: {e}"
+        );
         assert!(!e.contains("panicked"), "{args:?} panicked: {e}");
         assert!(!out.exists(), "{args:?} left an output file behind");
     }

@@ -20,12 +20,19 @@ pub struct LinearWeight<'a> {
 }
 
 /// Heavy operations. Every method is deterministic for a given thread count.
+#[allow(clippy::too_many_arguments)] // BLAS-style GEMM signatures read best flat
 pub trait Backend: Send + Sync {
     /// `y[m, n_out] = x[m, n_in] · Wᵀ` (overwrites `y`).
     fn linear_forward(&self, x: &[f32], m: usize, w: &LinearWeight, y: &mut [f32]) -> Result<()>;
 
     /// `dx[m, n_in] += dy[m, n_out] · W` (accumulates into `dx`, as every backward does).
-    fn linear_backward_input(&self, dy: &[f32], m: usize, w: &LinearWeight, dx: &mut [f32]) -> Result<()>;
+    fn linear_backward_input(
+        &self,
+        dy: &[f32],
+        m: usize,
+        w: &LinearWeight,
+        dx: &mut [f32],
+    ) -> Result<()>;
 
     /// Dense f32 GEMM: `c[m, n] = beta·c + a[m, k] · bᵀ` with `b` row-major `[n, k]`.
     fn gemm_nt(&self, a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize, k: usize, beta: f32);

@@ -45,7 +45,11 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&args.model, &file, &weights)).expect("JSON of plain values"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(&args.model, &file, &weights))
+                .expect("JSON of plain values")
+        );
     } else {
         print_text(&args.model, &file, &weights);
     }
@@ -66,7 +70,7 @@ fn memory_by_type(weights: &Weights) -> Vec<(String, usize, u64, u64)> {
             None => rows.push((name, 1, w.n_elements(), w.bytes)),
         }
     }
-    rows.sort_by(|a, b| b.3.cmp(&a.3));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.3));
     rows
 }
 
@@ -147,7 +151,11 @@ fn short_value(v: &Value) -> String {
     }
     match v {
         Value::String(s) if s.chars().count() > 80 => {
-            format!("{:?}... ({} bytes)", s.chars().take(60).collect::<String>(), s.len())
+            format!(
+                "{:?}... ({} bytes)",
+                s.chars().take(60).collect::<String>(),
+                s.len()
+            )
         }
         Value::String(s) => format!("{s:?}"),
         Value::Array(a) => match a {
@@ -194,7 +202,10 @@ pub fn human_bytes(b: u64) -> String {
 }
 
 fn shape(w: &WeightInfo) -> String {
-    w.ne.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" x ")
+    w.ne.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(" x ")
 }
 
 fn print_text(path: &std::path::Path, file: &GgufFile, weights: &Weights) {
@@ -213,9 +224,20 @@ fn print_text(path: &std::path::Path, file: &GgufFile, weights: &Weights) {
         println!("  {k} = {}", short_value(v));
     }
     println!("\nweights (shape in GGUF order, ne[0] first):");
-    let width = weights.list().iter().map(|w| w.name.len()).max().unwrap_or(4);
+    let width = weights
+        .list()
+        .iter()
+        .map(|w| w.name.len())
+        .max()
+        .unwrap_or(4);
     for w in weights.list() {
-        println!("  {:<width$}  {:<7} {:<16} {:>12}", w.name, w.storage.name(), shape(w), human_bytes(w.bytes));
+        println!(
+            "  {:<width$}  {:<7} {:<16} {:>12}",
+            w.name,
+            w.storage.name(),
+            shape(w),
+            human_bytes(w.bytes)
+        );
     }
     println!("\nmemory estimate (weights are mapped read-only; pages load on first use):");
     let mut total = 0;

@@ -23,7 +23,11 @@ impl Progress {
             bar.set_prefix(label.to_string());
             bar
         });
-        Progress { bar, label: label.to_string(), last_decile: 0 }
+        Progress {
+            bar,
+            label: label.to_string(),
+            last_decile: 0,
+        }
     }
 
     pub fn update(&mut self, done: u64, total: u64, msg: &str) {
@@ -34,7 +38,7 @@ impl Progress {
                 bar.set_message(msg.to_string());
             }
             None => {
-                let decile = if total == 0 { 10 } else { done * 10 / total };
+                let decile = (done * 10).checked_div(total).unwrap_or(10);
                 if decile > self.last_decile || done == 0 {
                     self.last_decile = decile;
                     eprintln!("{}: {:>3}% {msg}", self.label, decile * 10);

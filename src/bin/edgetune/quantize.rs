@@ -9,9 +9,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(clap::Args)]
-#[command(after_help = "Norms and other 1-D tensors are stored as F32. token_embd.weight and \
+#[command(
+    after_help = "Norms and other 1-D tensors are stored as F32. token_embd.weight and \
 output.weight are copied unchanged unless --embeddings says otherwise. The output is written to a \
-temporary file and renamed into place when complete.")]
+temporary file and renamed into place when complete."
+)]
 pub struct Args {
     /// The GGUF model to read (any supported block types, or an NF4 file written by edgetune).
     model: PathBuf,
@@ -44,7 +46,11 @@ pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let mut progress = Progress::new("quantize", 1);
     let summary = quantize_file(&input, &args.output, &params, &mut |p| {
-        progress.update(p.elements_done, p.elements_total, &format!("[{}/{}] {}", p.index + 1, p.count, p.name));
+        progress.update(
+            p.elements_done,
+            p.elements_total,
+            &format!("[{}/{}] {}", p.index + 1, p.count, p.name),
+        );
     })?;
     progress.finish();
     let secs = start.elapsed().as_secs_f64();
