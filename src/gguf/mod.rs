@@ -15,10 +15,10 @@ pub mod types;
 pub mod value;
 pub mod writer;
 
-pub use reader::{parse_header, GgufFile, Header, TensorInfo};
+pub use reader::{parse_header, GgufFile, Header, TensorInfo, MAX_ARRAY_LEN, MAX_STRING_LEN};
 pub use types::GgmlType;
-pub use value::{Array, Value, ValueType};
-pub use writer::{GgufWriter, TensorSpec};
+pub use value::{Array, FromValue, Value, ValueType};
+pub use writer::{GgufWriter, Layout, TensorSpec};
 
 /// Default data alignment when `general.alignment` is absent.
 pub const DEFAULT_ALIGNMENT: u64 = 32;
