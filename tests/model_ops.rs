@@ -299,7 +299,7 @@ fn attention_forward_matches_reference_and_backward_matches_finite_differences()
                 prefix_v: &b[4],
             };
             let (mut out, mut lse) = (vec![0f32; n_q * qd], vec![0f32; n_head * n_q]);
-            attention_forward(&mut out, &mut lse, &x, &d).unwrap();
+            attention_forward(&mut out, &mut lse, &x, &d, 1).unwrap();
             (out, lse)
         };
         let (out, lse) = run(&bufs);
@@ -338,7 +338,7 @@ fn attention_forward_matches_reference_and_backward_matches_finite_differences()
                 dprefix_k: gpk,
                 dprefix_v: gpv,
             };
-            attention_backward(g, &r, &out, &lse, &x, &d).unwrap();
+            attention_backward(g, &r, &out, &lse, &x, &d, 1).unwrap();
         }
         let names = ["dq", "dk", "dv", "dprefix_k", "dprefix_v"];
         for i in 0..5 {
@@ -356,6 +356,68 @@ fn attention_forward_matches_reference_and_backward_matches_finite_differences()
             );
         }
         bufs[0][0] += 0.0; // keep `bufs` mutable for clarity of the probe above
+    }
+}
+
+#[test]
+fn attention_on_several_threads_equals_one_thread() {
+    // Large enough that the rows are split over up to 4 threads; a prefix with gradients.
+    let d = AttnDims {
+        n_q: 96,
+        n_kv: 100,
+        n_prefix: 5,
+        n_head: 4,
+        n_head_kv: 2,
+        head_dim: 16,
+    };
+    let (qd, kvd) = (64, 32);
+    let mut rng = TestRng::new(8);
+    let b = [
+        rng.vec(d.n_q * qd, 1.0),
+        rng.vec(d.n_kv * kvd, 1.0),
+        rng.vec(d.n_kv * kvd, 1.0),
+        rng.vec(d.n_prefix * kvd, 1.0),
+        rng.vec(d.n_prefix * kvd, 1.0),
+    ];
+    let dout = rng.vec(d.n_q * qd, 1.0);
+    let x = AttnInputs {
+        q: &b[0],
+        k: &b[1],
+        v: &b[2],
+        prefix_k: &b[3],
+        prefix_v: &b[4],
+    };
+    let run = |threads| {
+        let (mut out, mut lse) = (vec![0f32; d.n_q * qd], vec![0f32; d.n_q * d.n_head]);
+        attention_forward(&mut out, &mut lse, &x, &d, threads).unwrap();
+        let mut g: Vec<Vec<f32>> = b.iter().map(|v| vec![0f32; v.len()]).collect();
+        let [gq, gk, gv, gpk, gpv] = &mut g[..] else {
+            unreachable!()
+        };
+        let grads = AttnGrads {
+            dq: gq,
+            dk: gk,
+            dv: gv,
+            dprefix_k: gpk,
+            dprefix_v: gpv,
+        };
+        attention_backward(grads, &dout, &out, &lse, &x, &d, threads).unwrap();
+        (out, lse, g)
+    };
+    let (out1, lse1, g1) = run(1);
+    for threads in [2, 3, 4, 16] {
+        let (out, lse, g) = run(threads);
+        assert_eq!(out, out1, "{threads} threads: forward differs");
+        assert_eq!(lse, lse1, "{threads} threads: lse differs");
+        for (i, (a, b)) in g.iter().zip(&g1).enumerate() {
+            Tolerance::new(1e-6, 1e-5)
+                .check(
+                    &format!("{threads} threads: gradient {i}"),
+                    b.iter().copied(),
+                    a.iter().copied(),
+                )
+                .unwrap();
+        }
     }
 }
 
@@ -380,7 +442,7 @@ fn attention_rejects_inconsistent_sizes() {
     };
     let (mut out, mut lse) = (vec![0f32; 24], vec![0f32; 6]);
     assert!(
-        attention_forward(&mut out, &mut lse, &x, &d).is_err(),
+        attention_forward(&mut out, &mut lse, &x, &d, 1).is_err(),
         "n_q > n_kv must be refused"
     );
     let d = AttnDims {
@@ -400,7 +462,7 @@ fn attention_rejects_inconsistent_sizes() {
         prefix_v: &[],
     };
     assert!(
-        attention_forward(&mut out, &mut lse, &x, &d).is_err(),
+        attention_forward(&mut out, &mut lse, &x, &d, 1).is_err(),
         "3 heads over 2 kv heads must be refused"
     );
 }

@@ -83,7 +83,7 @@ pub struct LayerActs<'a> {
     pub k: &'a mut [f32],     // [n, kv_dim] after rope
     pub v: &'a mut [f32],     // [n, kv_dim]
     pub att: &'a mut [f32],   // [n, q_dim] attention output (o_proj input)
-    pub lse: &'a mut [f32],   // [n_seq, n_head, seq_len]
+    pub lse: &'a mut [f32],   // [n_seq, seq_len, n_head]
     pub x_mid: &'a mut [f32], // [n, d] residual after attention
     pub ln2: &'a mut [f32],   // [n, d] ffn norm output
     pub rstd2: &'a mut [f32], // [n]

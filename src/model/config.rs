@@ -139,10 +139,12 @@ impl Config {
         let head_dim = match opt_usize(h, &key("attention.key_length"))? {
             Some(d) => d,
             None if n_embd % n_head == 0 => n_embd / n_head,
-            None => return Err(cfg_err(format!(
+            None => {
+                return Err(cfg_err(format!(
                 "no '{}' and embedding_length {n_embd} is not a multiple of head_count {n_head}",
                 key("attention.key_length")
-            ))),
+            )))
+            }
         };
         if let Some(dv) = opt_usize(h, &key("attention.value_length"))? {
             if dv != head_dim {

@@ -91,6 +91,7 @@ impl LossStats {
 }
 
 /// What `backward` returns.
+#[derive(Clone, Debug)]
 pub struct BackwardOutput {
     pub loss: LossStats,
     /// d(loss)/d(input embeddings) `[n_seq·seq_len, n_embd]`.
@@ -336,7 +337,7 @@ impl<'w> Llama<'w> {
                     };
                     let out = &mut a.att[b * t * cfg.q_dim()..(b + 1) * t * cfg.q_dim()];
                     let lse = &mut a.lse[b * t * cfg.n_head..(b + 1) * t * cfg.n_head];
-                    attention_forward(out, lse, &x, &dims)?;
+                    attention_forward(out, lse, &x, &dims, self.backend.threads())?;
                 }
             }
             Some((ck, cv, past)) => {
@@ -351,7 +352,7 @@ impl<'w> Llama<'w> {
                     prefix_k: pk,
                     prefix_v: pv,
                 };
-                attention_forward(a.att, a.lse, &x, &dims)?;
+                attention_forward(a.att, a.lse, &x, &dims, self.backend.threads())?;
             }
         }
         run(hook, LinearKind::O, a.att, buf.scratch)?;
@@ -467,6 +468,7 @@ impl<'w> Llama<'w> {
                 lse,
                 &x,
                 &dims,
+                self.backend.threads(),
             )?;
         }
         rope_backward(

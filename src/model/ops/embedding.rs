@@ -51,9 +51,9 @@ impl EmbeddingTable<'_> {
                         .map_err(|e| Error::Quant(format!("token_embd row {t}: {e}")))
                 }
             }
-            WeightData::Nf4(_) => Err(Error::Unsupported(
-                "token_embd stored as NF4 (quantize with --embeddings keep)".into(),
-            )),
+            WeightData::Nf4(view) => view
+                .dequantize_range(t * self.n_embd, out)
+                .map_err(|e| Error::Quant(format!("token_embd row {t}: {e}"))),
         }
     }
 }
@@ -81,7 +81,7 @@ pub fn embedding_backward(
     d: usize,
 ) -> Result<()> {
     check_len("embedding dout", dout.len(), &[tokens.len(), d])?;
-    if d == 0 || dtable.len() % d != 0 {
+    if d == 0 || !dtable.len().is_multiple_of(d) {
         return Err(Error::InvalidArgument(format!(
             "embedding dtable: {} values are not whole rows of {d}",
             dtable.len()
