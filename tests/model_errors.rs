@@ -6,7 +6,7 @@ mod model_support;
 
 use edgetune::gguf::{GgmlType, GgufFile, GgufWriter, TensorSpec, Value};
 use edgetune::model::{
-    generate, ActivationMode, Batch, ForwardOptions, GenerateParams, KvCache, Llama, NoHook,
+    generate, ActivationMode, Batch, ForwardOptions, GenerateParams, Input, KvCache, Llama, NoHook,
     PrefixKv,
 };
 use model_support::{fixture, NaiveBackend};
@@ -145,6 +145,7 @@ fn bad_input_is_an_error() {
     let inference = ForwardOptions {
         mode: ActivationMode::Inference,
         prefix: None,
+        ..Default::default()
     };
     let fwd_err = |tokens: &[u32], n_seq, seq_len, opts: &ForwardOptions| match model.forward(
         &Batch {
@@ -168,9 +169,10 @@ fn bad_input_is_an_error() {
     let with_prefix = ForwardOptions {
         mode: ActivationMode::Full,
         prefix: Some(&prefix),
+        ..Default::default()
     };
     let e = fwd_err(&long[..ctx - 4], 1, ctx - 4, &with_prefix);
-    assert!(e.contains("(+8 prefix)"), "{e}");
+    assert!(e.contains("(+8 prefix/virtual)"), "{e}");
 
     let tokens = [1u32, 2, 3, 4];
     let batch = Batch::single(&tokens);
@@ -205,9 +207,21 @@ fn bad_input_is_an_error() {
 
     assert!(KvCache::new(&model.config, ctx + 1).is_err());
     let mut cache = KvCache::new(&model.config, 4).unwrap();
-    assert!(model.forward_cached(&mut cache, &[], &mut NoHook).is_err());
     assert!(model
-        .forward_cached(&mut cache, &[1, 2, 3, 4, 5], &mut NoHook)
+        .forward_cached(&mut cache, Input::Tokens(&[]), &mut NoHook)
+        .is_err());
+    assert!(model
+        .forward_cached(&mut cache, Input::Tokens(&[1, 2, 3, 4, 5]), &mut NoHook)
+        .is_err());
+    assert!(model
+        .forward_cached(&mut cache, Input::Embeddings(&[0.0; 65]), &mut NoHook)
         .is_err());
     assert_eq!(cache.len(), 0, "a refused call must not change the cache");
+    let odd = [0f32; 65];
+    let opts = ForwardOptions {
+        virtual_tokens: Some(&odd),
+        ..Default::default()
+    };
+    let e = fwd_err(&tokens, 1, 4, &opts);
+    assert!(e.contains("whole rows of n_embd 64"), "{e}");
 }

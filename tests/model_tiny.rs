@@ -12,8 +12,9 @@ use edgetune::gguf::GgufFile;
 use edgetune::model::check::{finite_difference, Tolerance};
 use edgetune::model::ops::IGNORE_INDEX;
 use edgetune::model::{
-    generate, ActivationMode, Arch, BaseLinear, Batch, ForwardOptions, GenerateParams, KvCache,
-    LinearHook, LinearKind, LinearSite, Llama, NoHook, PrefixKv, RopeLayout,
+    generate, generate_with, ActivationMode, Arch, BaseLinear, Batch, ForwardOptions,
+    GenerateAdapters, GenerateParams, Input, KvCache, LinearHook, LinearKind, LinearSite, Llama,
+    NoHook, PrefixKv, RopeLayout,
 };
 use model_support::{fixture, read_npy, NaiveBackend, TestRng};
 use serde_json::Value;
@@ -166,6 +167,7 @@ fn logits_nll_and_loss_match_transformers() {
         let opts = ForwardOptions {
             mode: ActivationMode::Inference,
             prefix: None,
+            ..Default::default()
         };
         let fwd = model.forward(&batch, &opts, &mut NoHook).unwrap();
         let rows: Vec<usize> = (0..tokens.len()).collect();
@@ -216,6 +218,7 @@ fn input_gradient_matches_transformers_in_full_and_checkpoint_modes() {
         let full = ForwardOptions {
             mode: ActivationMode::Full,
             prefix: None,
+            ..Default::default()
         };
         let out = model
             .forward_backward(&batch, &labels, &full, None, &mut NoHook, None)
@@ -239,6 +242,7 @@ fn input_gradient_matches_transformers_in_full_and_checkpoint_modes() {
         let ckpt = ForwardOptions {
             mode: ActivationMode::Checkpoint,
             prefix: None,
+            ..Default::default()
         };
         let out2 = model
             .forward_backward(&batch, &labels, &ckpt, None, &mut NoHook, None)
@@ -281,6 +285,7 @@ fn greedy_generation_and_kv_cache_match_transformers() {
                 &ForwardOptions {
                     mode: ActivationMode::Inference,
                     prefix: None,
+                    ..Default::default()
                 },
                 &mut NoHook,
             )
@@ -289,7 +294,11 @@ fn greedy_generation_and_kv_cache_match_transformers() {
         let mut start = 0;
         for piece in [5, 1, 1, 9, seq_len - 16] {
             let logits = model
-                .forward_cached(&mut cache, &seq[start..start + piece], &mut NoHook)
+                .forward_cached(
+                    &mut cache,
+                    Input::Tokens(&seq[start..start + piece]),
+                    &mut NoHook,
+                )
                 .unwrap();
             start += piece;
             let want = fwd.logits(&[start - 1]).unwrap();
@@ -299,7 +308,7 @@ fn greedy_generation_and_kv_cache_match_transformers() {
         }
         assert_eq!(cache.len(), seq_len);
         let err = model
-            .forward_cached(&mut cache, &[1], &mut NoHook)
+            .forward_cached(&mut cache, Input::Tokens(&[1]), &mut NoHook)
             .unwrap_err()
             .to_string();
         assert!(err.contains("exceed"), "{err}");
@@ -391,6 +400,7 @@ fn hook_and_prefix_gradients_match_finite_differences() {
         let opts = ForwardOptions {
             mode: ActivationMode::Full,
             prefix: Some(&prefix),
+            ..Default::default()
         };
         // Gradient of the summed NLL (denominator 1) for well-scaled differences.
         let out = model
@@ -407,6 +417,7 @@ fn hook_and_prefix_gradients_match_finite_differences() {
             let o = ForwardOptions {
                 mode: ActivationMode::Inference,
                 prefix: Some(prefix),
+                ..Default::default()
             };
             model
                 .forward(&batch, &o, hook)
@@ -463,5 +474,79 @@ fn hook_and_prefix_gradients_match_finite_differences() {
         tol.check(&format!("{name} dprefix"), num, analytic)
             .unwrap();
         prefix.data_mut()[0] += 0.0;
+    }
+}
+
+#[test]
+fn virtual_tokens_act_like_the_tokens_whose_embeddings_they_are() {
+    for name in ["tiny-llama", "tiny-qwen2"] {
+        let f = open(name);
+        let model = Llama::new(&f.file, backend()).unwrap();
+        let d = model.config.n_embd;
+        let (tokens, _, _, seq_len) = batch_of(&f.manifest);
+        let (u, w) = tokens[..seq_len].split_at(4);
+        let mut virt = vec![0f32; u.len() * d];
+        for (row, &t) in virt.chunks_exact_mut(d).zip(u) {
+            model.weights.token_embd.row(t, row).unwrap();
+        }
+        // Labels on the tokens of w; the full sequence ignores u.
+        let labels_w: Vec<i32> = w.iter().map(|&t| t as i32).collect();
+        let labels_full: Vec<i32> = [vec![-100; u.len()], labels_w.clone()].concat();
+        let opts = ForwardOptions {
+            virtual_tokens: Some(&virt),
+            ..Default::default()
+        };
+        let a = model
+            .forward_backward(&Batch::single(w), &labels_w, &opts, None, &mut NoHook, None)
+            .unwrap();
+        let b = model
+            .forward_backward(
+                &Batch::single(&tokens[..seq_len]),
+                &labels_full,
+                &ForwardOptions::default(),
+                None,
+                &mut NoHook,
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            a.loss.n_tokens,
+            w.len(),
+            "{name}: the last virtual token predicts w[0]"
+        );
+        assert_eq!(a.loss, b.loss, "{name}: loss");
+        assert_eq!(a.d_embeds, b.d_embeds, "{name}: d_embeds");
+        let fa = model
+            .forward(
+                &Batch::single(w),
+                &ForwardOptions {
+                    virtual_tokens: Some(&virt),
+                    ..ForwardOptions::inference()
+                },
+                &mut NoHook,
+            )
+            .unwrap();
+        assert_eq!((fa.seq_len, fa.n_virtual), (seq_len, u.len()));
+        // Generation: virtual tokens then the prompt == the prompt after u.
+        let params = GenerateParams {
+            max_tokens: 6,
+            ..GenerateParams::default()
+        };
+        let want = generate(&model, &tokens[..7], &params, &mut |_| true).unwrap();
+        let adapters = GenerateAdapters {
+            virtual_tokens: Some(&virt),
+            ..Default::default()
+        };
+        let got = generate_with(&model, &tokens[4..7], &params, adapters, &mut |_| true).unwrap();
+        assert_eq!(got, want, "{name}: generation with virtual tokens");
+        let mut cache = KvCache::new(&model.config, 8).unwrap();
+        let l1 = model
+            .forward_cached(&mut cache, Input::Embeddings(&virt), &mut NoHook)
+            .unwrap();
+        let mut cache2 = KvCache::new(&model.config, 8).unwrap();
+        let l2 = model
+            .forward_cached(&mut cache2, Input::Tokens(u), &mut NoHook)
+            .unwrap();
+        assert_eq!(l1, l2, "{name}: cached embeddings input");
     }
 }

@@ -4,7 +4,7 @@
 //! largest, then the smallest set of most probable tokens whose probability reaches `top_p`, and
 //! draw from what is left. Temperature 0 is greedy (argmax, lowest id on ties, as `torch.argmax`).
 
-use super::cache::KvCache;
+use super::cache::{Input, KvCache};
 use super::hook::{LinearHook, NoHook};
 use super::llama::{Batch, Llama};
 use super::PrefixKv;
@@ -65,42 +65,81 @@ pub fn generate(
     params: &GenerateParams,
     on_token: &mut dyn FnMut(u32) -> bool,
 ) -> Result<Vec<u32>> {
-    generate_with(model, prompt_ids, params, &mut NoHook, None, on_token)
+    generate_with(
+        model,
+        prompt_ids,
+        params,
+        GenerateAdapters::default(),
+        on_token,
+    )
 }
 
-/// `generate` with adapters: a linear hook and an optional prefix.
+/// Adapters active during generation.
+#[derive(Default)]
+pub struct GenerateAdapters<'a> {
+    /// Wraps every linear layer (LoRA, IA3, ...).
+    pub hook: Option<&'a mut dyn LinearHook>,
+    /// Prefix-tuning keys/values.
+    pub prefix: Option<PrefixKv>,
+    /// Prompt-tuning embeddings `[n_virtual, n_embd]`, run before the prompt.
+    pub virtual_tokens: Option<&'a [f32]>,
+}
+
+/// `generate` with adapters.
 pub fn generate_with(
     model: &Llama,
     prompt_ids: &[u32],
     params: &GenerateParams,
-    hook: &mut dyn LinearHook,
-    prefix: Option<PrefixKv>,
+    adapters: GenerateAdapters,
     on_token: &mut dyn FnMut(u32) -> bool,
 ) -> Result<Vec<u32>> {
     params.validate()?;
+    let GenerateAdapters {
+        hook,
+        prefix,
+        virtual_tokens,
+    } = adapters;
+    let mut no_hook = NoHook;
+    let hook: &mut dyn LinearHook = match hook {
+        Some(h) => h,
+        None => &mut no_hook,
+    };
     if prompt_ids.is_empty() {
         return Err(Error::InvalidArgument(
             "empty prompt: generation needs at least one token".into(),
         ));
     }
-    let n_ctx = model.config.n_ctx_train - prefix.as_ref().map_or(0, |p| p.n_prefix());
-    if prompt_ids.len() > n_ctx {
+    let d = model.config.n_embd;
+    let n_virtual = virtual_tokens.map_or(0, |v| v.len() / d.max(1));
+    let n_ctx = model
+        .config
+        .n_ctx_train
+        .saturating_sub(prefix.as_ref().map_or(0, |p| p.n_prefix()));
+    if n_virtual + prompt_ids.len() > n_ctx {
         return Err(Error::InvalidArgument(format!(
-            "prompt of {} tokens exceeds the model's context of {n_ctx} tokens",
-            prompt_ids.len()
+            "prompt of {} tokens{} exceeds the model's context of {n_ctx} tokens",
+            prompt_ids.len(),
+            if n_virtual > 0 {
+                format!(" (+{n_virtual} virtual)")
+            } else {
+                String::new()
+            }
         )));
     }
     let mut out = Vec::new();
     if params.max_tokens == 0 {
         return Ok(out);
     }
-    let capacity = (prompt_ids.len() + params.max_tokens).min(n_ctx);
+    let capacity = (n_virtual + prompt_ids.len() + params.max_tokens).min(n_ctx);
     let mut cache = match prefix {
         Some(p) => KvCache::with_prefix(&model.config, capacity, p)?,
         None => KvCache::new(&model.config, capacity)?,
     };
+    if let Some(v) = virtual_tokens {
+        model.forward_cached(&mut cache, Input::Embeddings(v), hook)?;
+    }
     let mut rng = Rng::new(params.seed);
-    let mut logits = model.forward_cached(&mut cache, prompt_ids, hook)?;
+    let mut logits = model.forward_cached(&mut cache, Input::Tokens(prompt_ids), hook)?;
     loop {
         let tok = sample(&mut logits, params, &mut rng)?;
         if params.stop_tokens.contains(&tok) {
@@ -110,7 +149,7 @@ pub fn generate_with(
         if !on_token(tok) || out.len() == params.max_tokens || cache.len() == cache.capacity() {
             break;
         }
-        logits = model.forward_cached(&mut cache, &[tok], hook)?;
+        logits = model.forward_cached(&mut cache, Input::Tokens(&[tok]), hook)?;
     }
     Ok(out)
 }

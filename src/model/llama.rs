@@ -11,19 +11,18 @@
 //! ```
 
 use super::acts::{ActivationMode, Activations, BlockBuffers, LayerActs};
-use super::cache::KvCache;
 use super::config::Config;
 use super::hook::{BaseLinear, LinearHook, LinearKind, LinearSite};
 use super::ops::attention::{
     attention_backward, attention_forward, AttnDims, AttnGrads, AttnInputs,
 };
-use super::ops::cross_entropy::{cross_entropy_forward, cross_entropy_forward_backward, LmHead};
+use super::ops::cross_entropy::LmHead;
 use super::ops::embedding::embedding_forward;
 use super::ops::residual::add_inplace;
 use super::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use super::ops::rope::{rope_backward, rope_forward, RopeTable};
 use super::ops::swiglu::{swiglu_backward, swiglu_forward};
-use super::ops::IGNORE_INDEX;
+use super::pass::{BackwardOutput, Forward, LossStats};
 use super::weights::{LayerWeights, ModelWeights};
 use super::PrefixKv;
 use crate::backend::{Backend, LinearWeight};
@@ -61,6 +60,19 @@ pub struct ForwardOptions<'a> {
     pub mode: ActivationMode,
     /// Prefix-tuning keys/values, visible to every token of every sequence of every block.
     pub prefix: Option<&'a PrefixKv>,
+    /// Prompt-tuning embeddings `[n_virtual, n_embd]`, put before every sequence's tokens (they
+    /// take positions, rows of the activations and rows of `d_embeds`; labels stay per token).
+    pub virtual_tokens: Option<&'a [f32]>,
+}
+
+impl<'a> ForwardOptions<'a> {
+    /// A pass that keeps nothing for backward (evaluation, generation).
+    pub fn inference() -> ForwardOptions<'a> {
+        ForwardOptions {
+            mode: ActivationMode::Inference,
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for ForwardOptions<'_> {
@@ -68,34 +80,9 @@ impl Default for ForwardOptions<'_> {
         ForwardOptions {
             mode: ActivationMode::Full,
             prefix: None,
+            virtual_tokens: None,
         }
     }
-}
-
-/// Summed NLL over the predicted tokens and their count.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct LossStats {
-    pub sum_nll: f64,
-    pub n_tokens: usize,
-}
-
-impl LossStats {
-    /// Mean NLL (0 when nothing was predicted).
-    pub fn mean(&self) -> f64 {
-        if self.n_tokens == 0 {
-            0.0
-        } else {
-            self.sum_nll / self.n_tokens as f64
-        }
-    }
-}
-
-/// What `backward` returns.
-#[derive(Clone, Debug)]
-pub struct BackwardOutput {
-    pub loss: LossStats,
-    /// d(loss)/d(input embeddings) `[n_seq·seq_len, n_embd]`.
-    pub d_embeds: Vec<f32>,
 }
 
 /// A loaded model: config, weight views and the backend that runs its matrix products.
@@ -165,7 +152,9 @@ impl<'w> Llama<'w> {
         )
     }
 
-    fn check_batch(&self, batch: &Batch, n_prefix: usize) -> Result<()> {
+    /// Checks the batch shape and that `n_extra` more positions (prefix and virtual tokens) still
+    /// fit the context.
+    fn check_batch(&self, batch: &Batch, n_extra: usize) -> Result<()> {
         if batch.n_seq == 0 || batch.seq_len == 0 || batch.tokens.is_empty() {
             return Err(Error::InvalidArgument(
                 "empty input: no tokens to run".into(),
@@ -179,19 +168,31 @@ impl<'w> Llama<'w> {
                 batch.seq_len
             )));
         }
-        if batch.seq_len + n_prefix > self.config.n_ctx_train {
+        if batch.seq_len + n_extra > self.config.n_ctx_train {
+            let extra = if n_extra > 0 {
+                format!(" (+{n_extra} prefix/virtual)")
+            } else {
+                String::new()
+            };
             return Err(Error::InvalidArgument(format!(
-                "sequence of {} tokens{} exceeds the model's context of {} tokens",
-                batch.seq_len,
-                if n_prefix > 0 {
-                    format!(" (+{n_prefix} prefix)")
-                } else {
-                    String::new()
-                },
-                self.config.n_ctx_train
+                "sequence of {} tokens{extra} exceeds the model's context of {} tokens",
+                batch.seq_len, self.config.n_ctx_train
             )));
         }
         Ok(())
+    }
+
+    /// Rows of `virtual_tokens` (`[n, n_embd]`).
+    fn check_virtual(&self, v: Option<&[f32]>) -> Result<usize> {
+        let d = self.config.n_embd;
+        match v {
+            None => Ok(0),
+            Some(v) if !v.is_empty() && v.len().is_multiple_of(d) => Ok(v.len() / d),
+            Some(v) => Err(Error::InvalidArgument(format!(
+                "virtual tokens: {} values are not whole rows of n_embd {d}",
+                v.len()
+            ))),
+        }
     }
 
     fn check_prefix(&self, prefix: Option<&PrefixKv>) -> Result<usize> {
@@ -212,13 +213,21 @@ impl<'w> Llama<'w> {
         hook: &mut dyn LinearHook,
     ) -> Result<Forward<'m, 'w>> {
         let n_prefix = self.check_prefix(opts.prefix)?;
-        self.check_batch(batch, n_prefix)?;
-        let mut acts = Activations::new(&self.config, batch.n_seq, batch.seq_len, opts.mode);
-        let positions: Vec<usize> = (0..batch.tokens.len())
-            .map(|r| n_prefix + r % batch.seq_len)
-            .collect();
-        let rope = self.rope_table(n_prefix, batch.seq_len)?;
-        embedding_forward(acts.resid_mut(0), batch.tokens, &self.weights.token_embd)?;
+        let n_virtual = self.check_virtual(opts.virtual_tokens)?;
+        self.check_batch(batch, n_prefix + n_virtual)?;
+        let (d, t) = (self.config.n_embd, n_virtual + batch.seq_len);
+        let mut acts = Activations::new(&self.config, batch.n_seq, t, opts.mode);
+        let positions: Vec<usize> = (0..batch.n_seq * t).map(|r| n_prefix + r % t).collect();
+        let rope = self.rope_table(n_prefix, t)?;
+        let x0 = acts.resid_mut(0);
+        for (b, rows) in x0.chunks_exact_mut(t * d).enumerate() {
+            let (virt, real) = rows.split_at_mut(n_virtual * d);
+            if let Some(v) = opts.virtual_tokens {
+                virt.copy_from_slice(v);
+            }
+            let tokens = &batch.tokens[b * batch.seq_len..(b + 1) * batch.seq_len];
+            embedding_forward(real, tokens, &self.weights.token_embd)?;
+        }
         let step = StepCtx {
             positions: &positions,
             rope: &rope,
@@ -229,36 +238,36 @@ impl<'w> Llama<'w> {
             let mut buf = acts.block(l);
             self.block_forward(l, &mut buf, &step, None, hook)?;
         }
-        let (n, d) = (batch.tokens.len(), self.config.n_embd);
         let (x, lnf, rstdf) = acts.final_norm();
         rmsnorm_forward(
             lnf,
             rstdf,
             x,
             &self.weights.output_norm,
-            n,
+            batch.n_seq * t,
             d,
             self.config.rms_eps,
         )?;
-        Ok(Forward {
-            model: self,
+        Ok(Forward::new(
+            self,
             acts,
             positions,
             rope,
-            prefix: opts.prefix,
-            n_seq: batch.n_seq,
-            seq_len: batch.seq_len,
-        })
+            opts.prefix,
+            batch.n_seq,
+            t,
+            n_virtual,
+        ))
     }
 
-    /// Mean NLL over `labels` (HF causal-LM loss: position `t` predicts `labels[t+1]`, −100 ignored).
+    /// Loss over `labels` (HF causal-LM loss: position `t` predicts `labels[t+1]`, −100 ignored).
     pub fn loss(&self, batch: &Batch, labels: &[i32]) -> Result<LossStats> {
-        let opts = ForwardOptions {
-            mode: ActivationMode::Inference,
-            prefix: None,
-        };
-        self.forward(batch, &opts, &mut super::hook::NoHook)?
-            .loss(labels)
+        self.forward(
+            batch,
+            &ForwardOptions::inference(),
+            &mut super::hook::NoHook,
+        )?
+        .loss(labels)
     }
 
     /// Forward, loss and backward in one call: the loss and d(loss)/d(input embeddings), with the
@@ -389,13 +398,13 @@ impl<'w> Llama<'w> {
     /// One block backward: `dres` holds d(loss)/d(block output) on entry and d(loss)/d(block
     /// input) on return.
     #[allow(clippy::too_many_arguments)]
-    fn block_backward(
+    pub(crate) fn block_backward(
         &self,
         l: usize,
         a: &LayerActs,
         x_in: &[f32],
         dres: &mut [f32],
-        g: &mut GradScratch,
+        g: &mut super::pass::GradScratch,
         step: &StepCtx,
         hook: &mut dyn LinearHook,
         mut dprefix: Option<&mut PrefixKv>,
@@ -491,65 +500,6 @@ impl<'w> Llama<'w> {
         back(hook, LinearKind::V, a.ln1, &g.dv, &mut g.dln)?;
         rmsnorm_backward(dres, &g.dln, x_in, a.rstd1, &w.attn_norm, n, cfg.n_embd)
     }
-
-    /// Runs `tokens` through the model after what `cache` already holds, appending their keys and
-    /// values, and returns the logits of the last token `[n_vocab]`.
-    pub fn forward_cached(
-        &self,
-        cache: &mut KvCache,
-        tokens: &[u32],
-        hook: &mut dyn LinearHook,
-    ) -> Result<Vec<f32>> {
-        cache.check(&self.config)?;
-        if tokens.is_empty() {
-            return Err(Error::InvalidArgument(
-                "empty input: no tokens to run".into(),
-            ));
-        }
-        let past = cache.len();
-        let n_prefix = cache.prefix().map_or(0, |p| p.n_prefix());
-        if past + tokens.len() > cache.capacity() {
-            return Err(Error::InvalidArgument(format!(
-                "{} tokens after {past} exceed the context of {} tokens",
-                tokens.len(),
-                cache.capacity()
-            )));
-        }
-        let n = tokens.len();
-        let mut acts = Activations::new(&self.config, 1, n, ActivationMode::Inference);
-        let positions: Vec<usize> = (0..n).map(|i| n_prefix + past + i).collect();
-        let rope = self.rope_table(n_prefix + past, n)?;
-        embedding_forward(acts.resid_mut(0), tokens, &self.weights.token_embd)?;
-        let (prefix, layers) = cache.parts_mut();
-        let step = StepCtx {
-            positions: &positions,
-            rope: &rope,
-            prefix,
-            n_seq: 1,
-        };
-        for (l, (ck, cv)) in layers.enumerate() {
-            let mut buf = acts.block(l);
-            self.block_forward(l, &mut buf, &step, Some((ck, cv, past)), hook)?;
-        }
-        cache.advance(n);
-        let d = self.config.n_embd;
-        let last = &acts.resid(self.config.n_layer)[(n - 1) * d..];
-        let mut normed = vec![0f32; d];
-        let mut rstd = [0f32];
-        rmsnorm_forward(
-            &mut normed,
-            &mut rstd,
-            last,
-            &self.weights.output_norm,
-            1,
-            d,
-            self.config.rms_eps,
-        )?;
-        let mut logits = vec![0f32; self.config.n_vocab];
-        self.backend
-            .linear_forward(&normed, 1, &self.weights.output, &mut logits)?;
-        Ok(logits)
-    }
 }
 
 fn linear_of<'a, 'w>(
@@ -573,216 +523,4 @@ pub(crate) struct StepCtx<'a> {
     pub rope: &'a RopeTable,
     pub prefix: Option<&'a PrefixKv>,
     pub n_seq: usize,
-}
-
-/// Gradient buffers of one block, reused across blocks.
-struct GradScratch {
-    dln: Vec<f32>,   // [n, d]
-    dq: Vec<f32>,    // [n, q_dim]
-    dk: Vec<f32>,    // [n, kv_dim]
-    dv: Vec<f32>,    // [n, kv_dim]
-    datt: Vec<f32>,  // [n, q_dim]
-    dh: Vec<f32>,    // [n, n_ff]
-    dgate: Vec<f32>, // [n, n_ff]
-    dup: Vec<f32>,   // [n, n_ff]
-}
-
-impl GradScratch {
-    fn new(cfg: &Config, n: usize) -> GradScratch {
-        GradScratch {
-            dln: vec![0.0; n * cfg.n_embd],
-            dq: vec![0.0; n * cfg.q_dim()],
-            dk: vec![0.0; n * cfg.kv_dim()],
-            dv: vec![0.0; n * cfg.kv_dim()],
-            datt: vec![0.0; n * cfg.q_dim()],
-            dh: vec![0.0; n * cfg.n_ff],
-            dgate: vec![0.0; n * cfg.n_ff],
-            dup: vec![0.0; n * cfg.n_ff],
-        }
-    }
-}
-
-/// The state of one forward pass over a batch: its activations, and what can be computed from
-/// them (logits, per-token NLL, the loss, backward).
-pub struct Forward<'m, 'w> {
-    model: &'m Llama<'w>,
-    acts: Activations,
-    positions: Vec<usize>,
-    rope: RopeTable,
-    prefix: Option<&'m PrefixKv>,
-    pub n_seq: usize,
-    pub seq_len: usize,
-}
-
-impl Forward<'_, '_> {
-    /// The final hidden states after the output norm `[n, n_embd]`.
-    pub fn hidden(&self) -> &[f32] {
-        &self.acts.lnf
-    }
-
-    /// Logits `[rows.len(), n_vocab]` for the given rows (`b·seq_len + t`).
-    pub fn logits(&self, rows: &[usize]) -> Result<Vec<f32>> {
-        let (d, nv) = (self.model.config.n_embd, self.model.config.n_vocab);
-        let n = self.n_seq * self.seq_len;
-        if let Some(&r) = rows.iter().find(|&&r| r >= n) {
-            return Err(Error::InvalidArgument(format!(
-                "logits: row {r} is outside the batch of {n} tokens"
-            )));
-        }
-        let mut out = vec![0f32; rows.len() * nv];
-        let chunk = self.model.lm_chunk_rows;
-        let mut x = vec![0f32; chunk.min(rows.len()) * d];
-        for (rs, o) in rows.chunks(chunk).zip(out.chunks_mut(chunk * nv)) {
-            for (xr, &r) in x.chunks_exact_mut(d).zip(rs) {
-                xr.copy_from_slice(&self.acts.lnf[r * d..(r + 1) * d]);
-            }
-            self.model.backend.linear_forward(
-                &x[..rs.len() * d],
-                rs.len(),
-                &self.model.weights.output,
-                o,
-            )?;
-        }
-        Ok(out)
-    }
-
-    /// The targets of every row: `labels` shifted left by one within each sequence, −100 last.
-    pub fn targets(&self, labels: &[i32]) -> Result<Vec<i32>> {
-        shifted_targets(labels, self.n_seq, self.seq_len)
-    }
-
-    /// NLL of each row's target `[n]` (0 where ignored).
-    pub fn token_nll(&self, labels: &[i32]) -> Result<Vec<f32>> {
-        let targets = self.targets(labels)?;
-        let mut losses = vec![0f32; targets.len()];
-        cross_entropy_forward(&mut losses, &self.acts.lnf, &targets, &self.model.lm_head())?;
-        Ok(losses)
-    }
-
-    pub fn loss(&self, labels: &[i32]) -> Result<LossStats> {
-        let targets = self.targets(labels)?;
-        let nll = self.token_nll(labels)?;
-        Ok(stats(&nll, &targets))
-    }
-
-    /// Backward from the loss over `labels` to the input embeddings; see `Llama::forward_backward`.
-    pub fn backward(
-        &mut self,
-        labels: &[i32],
-        denominator: Option<usize>,
-        hook: &mut dyn LinearHook,
-        mut dprefix: Option<&mut PrefixKv>,
-    ) -> Result<BackwardOutput> {
-        let model = self.model;
-        let cfg = &model.config;
-        if self.acts.mode == ActivationMode::Inference {
-            return Err(Error::InvalidArgument(
-                "backward needs a forward run with ActivationMode::Full or Checkpoint".into(),
-            ));
-        }
-        if let (Some(dp), Some(p)) = (dprefix.as_deref(), self.prefix) {
-            if dp.n_prefix() != p.n_prefix() {
-                return Err(Error::InvalidArgument(format!(
-                    "prefix gradient has {} tokens, the prefix {}",
-                    dp.n_prefix(),
-                    p.n_prefix()
-                )));
-            }
-            dp.check(cfg)?;
-        } else if dprefix.is_some() {
-            return Err(Error::InvalidArgument(
-                "prefix gradient requested for a forward without prefix".into(),
-            ));
-        }
-        let targets = self.targets(labels)?;
-        let n_valid = targets.iter().filter(|&&t| t != IGNORE_INDEX).count();
-        let denom = denominator.unwrap_or(n_valid).max(1) as f32;
-        let dlosses: Vec<f32> = targets
-            .iter()
-            .map(|&t| if t == IGNORE_INDEX { 0.0 } else { 1.0 / denom })
-            .collect();
-        let (n, d) = (targets.len(), cfg.n_embd);
-        let mut losses = vec![0f32; n];
-        let mut dlnf = vec![0f32; n * d];
-        cross_entropy_forward_backward(
-            &mut losses,
-            &mut dlnf,
-            &dlosses,
-            &self.acts.lnf,
-            &targets,
-            &model.lm_head(),
-        )?;
-        let mut dres = vec![0f32; n * d];
-        let x_final = self.acts.resid(cfg.n_layer);
-        rmsnorm_backward(
-            &mut dres,
-            &dlnf,
-            x_final,
-            &self.acts.rstdf,
-            &model.weights.output_norm,
-            n,
-            d,
-        )?;
-        drop(dlnf);
-        let mut g = GradScratch::new(cfg, n);
-        let step = StepCtx {
-            positions: &self.positions,
-            rope: &self.rope,
-            prefix: self.prefix,
-            n_seq: self.n_seq,
-        };
-        let recompute = self.acts.mode == ActivationMode::Checkpoint;
-        for l in (0..cfg.n_layer).rev() {
-            let mut buf = self.acts.block(l);
-            if recompute {
-                model.block_forward(l, &mut buf, &step, None, hook)?;
-            }
-            model.block_backward(
-                l,
-                &buf.acts,
-                buf.x_in,
-                &mut dres,
-                &mut g,
-                &step,
-                hook,
-                dprefix.as_deref_mut(),
-            )?;
-        }
-        Ok(BackwardOutput {
-            loss: stats(&losses, &targets),
-            d_embeds: dres,
-        })
-    }
-
-    /// Bytes held by this pass's activations.
-    pub fn activation_bytes(&self) -> usize {
-        self.acts.bytes()
-    }
-}
-
-fn stats(losses: &[f32], targets: &[i32]) -> LossStats {
-    let mut s = LossStats::default();
-    for (&l, &t) in losses.iter().zip(targets) {
-        if t != IGNORE_INDEX {
-            s.sum_nll += l as f64;
-            s.n_tokens += 1;
-        }
-    }
-    s
-}
-
-/// `targets[b, t] = labels[b, t + 1]`, and −100 at each sequence's last position.
-pub fn shifted_targets(labels: &[i32], n_seq: usize, seq_len: usize) -> Result<Vec<i32>> {
-    if labels.len() != n_seq * seq_len {
-        return Err(Error::InvalidArgument(format!(
-            "{} labels for a batch of {n_seq} x {seq_len} tokens",
-            labels.len()
-        )));
-    }
-    let mut t = vec![IGNORE_INDEX; labels.len()];
-    for b in 0..n_seq {
-        let row = b * seq_len;
-        t[row..row + seq_len - 1].copy_from_slice(&labels[row + 1..row + seq_len]);
-    }
-    Ok(t)
 }

@@ -14,14 +14,18 @@ pub mod generate;
 pub mod hook;
 pub mod llama;
 pub mod ops;
+pub mod pass;
 pub mod weights;
 
 pub use acts::ActivationMode;
-pub use cache::KvCache;
+pub use cache::{Input, KvCache};
 pub use config::{Arch, Config, RopeConfig, RopeLayout};
-pub use generate::{generate, generate_with, perplexity, GenerateParams, Perplexity, Rng};
+pub use generate::{
+    generate, generate_with, perplexity, GenerateAdapters, GenerateParams, Perplexity, Rng,
+};
 pub use hook::{BaseLinear, LinearHook, LinearKind, LinearSite, NoHook};
-pub use llama::{BackwardOutput, Batch, Forward, ForwardOptions, Llama, LossStats};
+pub use llama::{Batch, ForwardOptions, Llama};
+pub use pass::{BackwardOutput, Forward, LossStats};
 
 use crate::error::{Error, Result};
 
