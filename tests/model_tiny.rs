@@ -550,3 +550,93 @@ fn virtual_tokens_act_like_the_tokens_whose_embeddings_they_are() {
         assert_eq!(l1, l2, "{name}: cached embeddings input");
     }
 }
+
+/// The tiny model re-encoded (Q8_0, or NF4 with double quantization and NF4 embeddings) must run
+/// exactly as an F32 model holding its decoded weights: the forward reads every storage through
+/// its zero-copy view (embedding rows decoded one at a time).
+#[test]
+fn quantized_models_run_as_their_decoded_weights() {
+    use edgetune::gguf::{GgmlType, GgufWriter, TensorSpec};
+    use edgetune::quantize::{quantize_file, EmbeddingPolicy, QuantizeParams, Target};
+    use edgetune::weights::Weights;
+    let src = open("tiny-llama");
+    let dir = tempfile::tempdir().unwrap();
+    let targets = [
+        (Target::Ggml(GgmlType::Q8_0), EmbeddingPolicy::Keep),
+        (Target::Nf4, EmbeddingPolicy::Target),
+    ];
+    let (tokens, labels, n_seq, seq_len) = batch_of(&src.manifest);
+    let batch = Batch {
+        tokens: &tokens,
+        n_seq,
+        seq_len,
+    };
+    for (i, (target, embeddings)) in targets.into_iter().enumerate() {
+        let q_path = dir.path().join(format!("q{i}.gguf"));
+        let params = QuantizeParams {
+            target,
+            embeddings,
+            ..QuantizeParams::default()
+        };
+        quantize_file(&src.file, &q_path, &params, &mut |_| {}).unwrap();
+        let q = GgufFile::open(&q_path).unwrap();
+        // The same model with every logical weight decoded to F32.
+        let weights = Weights::new(&q).unwrap();
+        let mut w = GgufWriter::new();
+        w.metadata = src.file.header().metadata.clone();
+        let decoded: Vec<Vec<f32>> = weights
+            .list()
+            .iter()
+            .map(|wi| weights.dequantize(wi).unwrap())
+            .collect();
+        for wi in weights.list() {
+            w.add_tensor(TensorSpec::new(wi.name.clone(), GgmlType::F32, &wi.ne))
+                .unwrap();
+        }
+        let f_path = dir.path().join(format!("f{i}.gguf"));
+        w.write(&f_path, &mut |j, out| {
+            let bytes: Vec<u8> = decoded[j].iter().flat_map(|v| v.to_le_bytes()).collect();
+            out.write_all(&bytes)
+                .map_err(|e| edgetune::Error::io("writing", e))
+        })
+        .unwrap();
+        let f = GgufFile::open(&f_path).unwrap();
+        let (mq, mf) = (
+            Llama::new(&q, backend()).unwrap(),
+            Llama::new(&f, backend()).unwrap(),
+        );
+        let lq = mq
+            .forward_backward(
+                &batch,
+                &labels,
+                &ForwardOptions::default(),
+                None,
+                &mut NoHook,
+                None,
+            )
+            .unwrap();
+        let lf = mf
+            .forward_backward(
+                &batch,
+                &labels,
+                &ForwardOptions::default(),
+                None,
+                &mut NoHook,
+                None,
+            )
+            .unwrap();
+        assert_eq!(lq.loss, lf.loss, "{target:?}: loss");
+        assert_eq!(lq.d_embeds, lf.d_embeds, "{target:?}: d_embeds");
+        // And it is still the model: the loss moves by a quantization-sized amount only.
+        let want = src.manifest["loss"].as_f64().unwrap();
+        assert!(
+            (lq.loss.mean() - want).abs() < 0.1,
+            "{target:?}: loss {} vs f32 {want}",
+            lq.loss.mean()
+        );
+        eprintln!(
+            "tiny-llama {target:?}: loss {:.5} (f32 {want:.5})",
+            lq.loss.mean()
+        );
+    }
+}
