@@ -640,3 +640,32 @@ fn quantized_models_run_as_their_decoded_weights() {
         );
     }
 }
+
+#[test]
+fn perplexity_averages_over_predicted_tokens_of_each_sequence() {
+    let f = open("tiny-qwen2");
+    let model = Llama::new(&f.file, backend()).unwrap();
+    let (tokens, _, n_seq, seq_len) = batch_of(&f.manifest);
+    let want = read_npy(&fixture("tiny-qwen2/nll.npy"));
+    // Whole sequences, one cut short, one of a single token (nothing to predict).
+    let mut seqs: Vec<Vec<u32>> = (0..n_seq)
+        .map(|b| tokens[b * seq_len..(b + 1) * seq_len].to_vec())
+        .collect();
+    seqs.push(tokens[..9].to_vec());
+    seqs.push(vec![5]);
+    let p = edgetune::model::perplexity(&model, &seqs).unwrap();
+    let mut sum: f64 = want.f32.iter().map(|&v| v as f64).sum();
+    sum += want.f32[..8].iter().map(|&v| v as f64).sum::<f64>();
+    let n = n_seq * (seq_len - 1) + 8;
+    assert_eq!(p.tokens, n);
+    Tolerance::new(0.0, 1e-5)
+        .check("perplexity mean nll", [sum / n as f64], [p.mean_nll])
+        .unwrap();
+    assert!((p.ppl - p.mean_nll.exp()).abs() < 1e-12);
+    let long = vec![vec![1u32; model.config.n_ctx_train + 1]];
+    let e = edgetune::model::perplexity(&model, &long)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("sequence 0 has 129 tokens"), "{e}");
+    assert!(edgetune::model::perplexity(&model, &[vec![3]]).is_err());
+}

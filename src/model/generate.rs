@@ -265,20 +265,48 @@ pub struct Perplexity {
     pub ppl: f64,
 }
 
-/// Evaluates each sequence on its own and averages the NLL over all predicted tokens.
+/// Tokens per forward pass when consecutive sequences of equal length are evaluated together.
+const PERPLEXITY_BATCH_TOKENS: usize = 2048;
+
+/// Evaluates each sequence on its own (consecutive sequences of equal length share a forward
+/// pass, which changes nothing but speed) and averages the NLL over all predicted tokens.
 pub fn perplexity(model: &Llama, sequences: &[Vec<u32>]) -> Result<Perplexity> {
+    for (i, seq) in sequences.iter().enumerate() {
+        if seq.len() > model.config.n_ctx_train {
+            return Err(Error::InvalidArgument(format!(
+                "sequence {i} has {} tokens, more than the model's context of {} tokens",
+                seq.len(),
+                model.config.n_ctx_train
+            )));
+        }
+    }
     let mut sum = 0.0;
     let mut tokens = 0;
-    for (i, seq) in sequences.iter().enumerate() {
-        if seq.len() < 2 {
-            continue;
+    let mut start = 0;
+    while start < sequences.len() {
+        let len = sequences[start].len();
+        let mut end = start + 1;
+        while end < sequences.len()
+            && sequences[end].len() == len
+            && (end + 1 - start) * len <= PERPLEXITY_BATCH_TOKENS
+        {
+            end += 1;
         }
-        let labels: Vec<i32> = seq.iter().map(|&t| t as i32).collect();
-        let s = model
-            .loss(&Batch::single(seq), &labels)
-            .map_err(|e| Error::InvalidArgument(format!("sequence {i}: {e}")))?;
-        sum += s.sum_nll;
-        tokens += s.n_tokens;
+        if len >= 2 {
+            let flat: Vec<u32> = sequences[start..end].concat();
+            let labels: Vec<i32> = flat.iter().map(|&t| t as i32).collect();
+            let batch = Batch {
+                tokens: &flat,
+                n_seq: end - start,
+                seq_len: len,
+            };
+            let s = model
+                .loss(&batch, &labels)
+                .map_err(|e| Error::InvalidArgument(format!("sequences {start}..{end}: {e}")))?;
+            sum += s.sum_nll;
+            tokens += s.n_tokens;
+        }
+        start = end;
     }
     if tokens == 0 {
         return Err(Error::InvalidArgument(
