@@ -26,6 +26,12 @@ pub enum Error {
     /// A caller-supplied argument that is out of range or inconsistent.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A tokenizer that cannot be built from its metadata, or text it cannot encode.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// A chat template that is missing, does not compile, or fails while rendering.
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
     /// Any error, tagged with the file it came from.
     #[error("{}: {source}", path.display())]
     InFile {

@@ -6,13 +6,16 @@
 //! the library.
 
 pub mod backend;
+pub mod chat;
 pub mod cpu;
 pub mod error;
 pub mod gguf;
 pub mod model;
 pub mod npy;
+pub mod optim;
 pub mod quant;
 pub mod quantize;
+pub mod tokenizer;
 pub mod util;
 pub mod weights;
 
