@@ -413,6 +413,34 @@ fn hook_and_prefix_gradients_match_finite_differences() {
                 Some(&mut dprefix),
             )
             .unwrap();
+        // Checkpointing re-runs each block's forward through the hook before its backward: the
+        // same gradients come out.
+        let mut hook2 = ScaleHook {
+            n_layer: cfg.n_layer,
+            alpha: hook.alpha.clone(),
+            dalpha: vec![0.0; n_sites],
+        };
+        let mut dprefix2 = PrefixKv::zeros(&cfg, 3);
+        let ckpt = ForwardOptions {
+            mode: ActivationMode::Checkpoint,
+            ..opts
+        };
+        let out2 = model
+            .forward_backward(
+                &batch,
+                &labels,
+                &ckpt,
+                Some(1),
+                &mut hook2,
+                Some(&mut dprefix2),
+            )
+            .unwrap();
+        assert_eq!(out2.d_embeds, out.d_embeds, "{name}: checkpointed d_embeds");
+        assert_eq!(
+            hook2.dalpha, hook.dalpha,
+            "{name}: checkpointed hook gradient"
+        );
+        assert_eq!(dprefix2, dprefix, "{name}: checkpointed prefix gradient");
         let sum_loss = |hook: &mut ScaleHook, prefix: &PrefixKv| {
             let o = ForwardOptions {
                 mode: ActivationMode::Inference,
