@@ -5,6 +5,7 @@
 //! data, adapters, optim, train) build on these. The CLI in `src/bin/edgetune` is a thin shell over
 //! the library.
 
+pub mod adapters;
 pub mod backend;
 pub mod chat;
 pub mod cpu;

@@ -5,10 +5,12 @@
 //! Layout conventions: activations are row-major `[rows, cols]` f32 slices. A weight `W` is a
 //! logical weight of the model file with GGUF dims `ne = [n_in, n_out]`, i.e. row-major
 //! `[n_out, n_in]` (PyTorch's `nn.Linear.weight` layout); row `o` holds the `n_in` inputs of output `o`.
-//! STUB: the CPU implementation comes with the kernel work.
+//! The CPU implementation is `cpu::CpuBackend`.
 
 use crate::error::Result;
 use crate::weights::WeightData;
+
+pub mod cpu;
 
 /// A weight as the backend sees it: a zero-copy view plus its logical shape.
 pub struct LinearWeight<'a> {

@@ -3,6 +3,7 @@
 mod inspect;
 mod progress;
 mod quantize;
+mod tokenize;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -28,6 +29,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Re-encode a model's weights (NF4, Q8_0, Q4_0, F16, BF16, F32) into a new GGUF file.
     Quantize(quantize::Args),
+    /// Turn text into token ids with the model's own tokenizer (from its GGUF metadata).
+    Tokenize(tokenize::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Tokenize(args) => tokenize::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

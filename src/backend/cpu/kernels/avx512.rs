@@ -1,0 +1,115 @@
+//! AVX-512 (F) kernels: a 14x32 register tile (28 accumulators, 2 B vectors, 1 A broadcast of the
+//! 32 zmm registers).
+
+use std::arch::x86_64::*;
+
+pub const MR: usize = 14;
+pub const NR: usize = 32;
+const LANES: usize = 16;
+
+/// # Safety
+/// See `super::MicroKernel`; the CPU must have AVX-512F.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub unsafe fn micro(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, beta: f32) {
+    // SAFETY: the caller guarantees `a` holds `kc·MR` and `b` `kc·NR` floats, and `c` spans `MR`
+    // rows of stride `ldc` with `NR` columns; every access below stays inside those ranges.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let (mut a, mut b) = (a, b);
+        for _ in 0..kc {
+            let b0 = _mm512_loadu_ps(b);
+            let b1 = _mm512_loadu_ps(b.add(LANES));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*a.add(i));
+                row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+            }
+            a = a.add(MR);
+            b = b.add(NR);
+        }
+        let vbeta = _mm512_set1_ps(beta);
+        for (i, row) in acc.iter().enumerate() {
+            for (v, &x) in row.iter().enumerate() {
+                let p = c.add(i * ldc + v * LANES);
+                let out = if beta == 0.0 {
+                    x
+                } else if beta == 1.0 {
+                    _mm512_add_ps(_mm512_loadu_ps(p), x)
+                } else {
+                    _mm512_add_ps(_mm512_mul_ps(vbeta, _mm512_loadu_ps(p)), x)
+                };
+                _mm512_storeu_ps(p, out);
+            }
+        }
+    }
+}
+
+/// Sums the 16 lanes of `v` in a fixed order.
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn hsum(v: __m512) -> f32 {
+    // SAFETY: register-only intrinsics (unsafe to call before Rust 1.87); the caller
+    // guarantees the CPU features.
+    #[allow(unused_unsafe)]
+    unsafe {
+        let h = _mm256_add_ps(
+            _mm512_castps512_ps256(v),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)),
+        );
+        let s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+}
+
+/// # Safety
+/// The CPU must have AVX-512F; `a.len() == b.len()`.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let body = n / (4 * LANES) * (4 * LANES);
+    // SAFETY: all loads read `a[i..i+16]`, `b[i..i+16]` with `i + 16 <= n`.
+    unsafe {
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut s = [_mm512_setzero_ps(); 4];
+        let mut i = 0;
+        while i < body {
+            for (u, su) in s.iter_mut().enumerate() {
+                let o = i + u * LANES;
+                *su = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(o)), _mm512_loadu_ps(pb.add(o)), *su);
+            }
+            i += 4 * LANES;
+        }
+        while i + LANES <= n {
+            s[0] = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), s[0]);
+            i += LANES;
+        }
+        let v = _mm512_add_ps(_mm512_add_ps(s[0], s[1]), _mm512_add_ps(s[2], s[3]));
+        let mut total = hsum(v);
+        for j in i..n {
+            total += a[j] * b[j];
+        }
+        total
+    }
+}
+
+/// # Safety
+/// The CPU must have AVX-512F; `x.len() == y.len()`.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub unsafe fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    // SAFETY: every access reads/writes `[i..i+16]` with `i + 16 <= n`.
+    unsafe {
+        let va = _mm512_set1_ps(alpha);
+        let (px, py) = (x.as_ptr(), y.as_mut_ptr());
+        let mut i = 0;
+        while i + LANES <= n {
+            let r = _mm512_fmadd_ps(va, _mm512_loadu_ps(px.add(i)), _mm512_loadu_ps(py.add(i)));
+            _mm512_storeu_ps(py.add(i), r);
+            i += LANES;
+        }
+        for j in i..n {
+            y[j] += alpha * x[j];
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Register-tiled microkernels and the vector helpers (dot, axpy) of the CPU backend, one set per
+//! `SimdLevel`. The scalar set is the specification; every SIMD set is tested against it.
+//!
+//! A GEMM microkernel computes one `MR x NR` tile of C from packed operands:
+//! `c[i, j] = beta·c[i, j] + Σ_p a[p·MR + i] · b[p·NR + j]` for `p in 0..kc`, where `a` is an
+//! `MR`-row micro-panel of A and `b` an `NR`-column micro-panel of B (see `pack.rs`). The sum runs
+//! over `p` in order, one accumulator per element. `beta == 0` stores without reading C,
+//! `beta == 1` adds, any other beta multiplies then adds (never fused), so a tile computed into a
+//! scratch buffer and merged with `merge_tile` is bit-identical to one computed in place.
+
+mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+#[cfg(target_arch = "x86_64")]
+mod transpose_x86;
+
+use crate::cpu::{available_levels, SimdLevel};
+
+/// Raw microkernel: see the module docs. `kc` may be 0 (then C becomes `beta·C`).
+///
+/// # Safety
+/// `a` must be valid for `kc·MR` reads, `b` for `kc·NR` reads, and `c` for reads and writes of
+/// rows `0..MR` (row stride `ldc`), columns `0..NR`; the CPU must have the kernel's features.
+pub(crate) type MicroKernel =
+    unsafe fn(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, beta: f32);
+
+/// The kernels of one SIMD level. Only `Kernels::for_level` makes one, and only for a level the
+/// CPU runs, so its function pointers are safe to call on this machine.
+pub(crate) struct Kernels {
+    level: SimdLevel,
+    /// Rows of the register tile.
+    pub mr: usize,
+    /// Columns of the register tile.
+    pub nr: usize,
+    micro: MicroKernel,
+    dot: unsafe fn(&[f32], &[f32]) -> f32,
+    axpy: unsafe fn(f32, &[f32], &mut [f32]),
+    transpose: unsafe fn(&[f32], usize, usize, usize, &mut [f32], usize),
+}
+
+/// Largest `MR·NR` of any kernel (edge tiles are computed into a stack buffer of this size).
+pub(crate) const MAX_TILE: usize = 14 * 32;
+
+const _: () = assert!(scalar::MR * scalar::NR <= MAX_TILE);
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(avx2::MR * avx2::NR <= MAX_TILE && avx512::MR * avx512::NR <= MAX_TILE);
+#[cfg(target_arch = "aarch64")]
+const _: () = assert!(neon::MR * neon::NR <= MAX_TILE);
+
+static SCALAR: Kernels = Kernels {
+    level: SimdLevel::Scalar,
+    mr: scalar::MR,
+    nr: scalar::NR,
+    micro: scalar::micro,
+    dot: scalar::dot_unsafe,
+    axpy: scalar::axpy_unsafe,
+    transpose: scalar::transpose_unsafe,
+};
+
+#[cfg(target_arch = "x86_64")]
+static AVX2: Kernels = Kernels {
+    level: SimdLevel::Avx2,
+    mr: avx2::MR,
+    nr: avx2::NR,
+    micro: avx2::micro,
+    dot: avx2::dot,
+    axpy: avx2::axpy,
+    transpose: transpose_x86::transpose,
+};
+
+#[cfg(target_arch = "x86_64")]
+static AVX512: Kernels = Kernels {
+    level: SimdLevel::Avx512,
+    mr: avx512::MR,
+    nr: avx512::NR,
+    micro: avx512::micro,
+    dot: avx512::dot,
+    axpy: avx512::axpy,
+    transpose: transpose_x86::transpose,
+};
+
+#[cfg(target_arch = "aarch64")]
+static NEON: Kernels = Kernels {
+    level: SimdLevel::Neon,
+    mr: neon::MR,
+    nr: neon::NR,
+    micro: neon::micro,
+    dot: neon::dot,
+    axpy: neon::axpy,
+    transpose: neon::transpose,
+};
+
+impl Kernels {
+    /// The kernels of `level`, or `None` if this CPU cannot run that level.
+    pub fn for_level(level: SimdLevel) -> Option<&'static Kernels> {
+        if !available_levels().contains(&level) {
+            return None;
+        }
+        match level {
+            SimdLevel::Scalar => Some(&SCALAR),
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2 => Some(&AVX2),
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 => Some(&AVX512),
+            #[cfg(target_arch = "aarch64")]
+            SimdLevel::Neon => Some(&NEON),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    pub fn level(&self) -> SimdLevel {
+        self.level
+    }
+
+    /// Runs the microkernel on one full tile.
+    ///
+    /// # Safety
+    /// As `MicroKernel`, minus the CPU-feature condition (guaranteed by construction).
+    #[inline]
+    pub unsafe fn micro(
+        &self,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        beta: f32,
+    ) {
+        // SAFETY: the caller upholds the pointer conditions; `for_level` checked the features.
+        unsafe { (self.micro)(kc, a, b, c, ldc, beta) }
+    }
+
+    /// `Σ a[i]·b[i]` over `min(a.len(), b.len())` elements, in this level's fixed order.
+    #[inline]
+    pub fn dot(&self, a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        // SAFETY: slices are valid; `for_level` checked the CPU features.
+        unsafe { (self.dot)(&a[..n], &b[..n]) }
+    }
+
+    /// `y[i] += alpha·x[i]` over `min(x.len(), y.len())` elements.
+    #[inline]
+    pub fn axpy(&self, alpha: f32, x: &[f32], y: &mut [f32]) {
+        let n = x.len().min(y.len());
+        // SAFETY: slices are valid; `for_level` checked the CPU features.
+        unsafe { (self.axpy)(alpha, &x[..n], &mut y[..n]) }
+    }
+}
+
+impl Kernels {
+    /// Transposing copy used by packing: `dst[p·width + r] = src[r·ld + p]` for `r < rows`,
+    /// `p < kc` (rows of a row-major source become the lanes of a panel).
+    ///
+    /// # Panics
+    /// If the slices are too short or `rows > width` (a packing bug, never input-dependent).
+    #[inline]
+    pub fn transpose(
+        &self,
+        src: &[f32],
+        ld: usize,
+        rows: usize,
+        kc: usize,
+        dst: &mut [f32],
+        width: usize,
+    ) {
+        if rows == 0 || kc == 0 {
+            return;
+        }
+        assert!(
+            rows <= width
+                && src.len() >= (rows - 1) * ld + kc
+                && dst.len() >= (kc - 1) * width + rows,
+            "transpose: rows {rows} ld {ld} kc {kc} width {width}, src {} dst {}",
+            src.len(),
+            dst.len()
+        );
+        // SAFETY: lengths checked above; `for_level` checked the CPU features.
+        unsafe { (self.transpose)(src, ld, rows, kc, dst, width) }
+    }
+}
+
+/// Merges a tile computed with `beta = 0` into C with the same arithmetic the kernels use.
+#[inline]
+pub(crate) fn merge(c: &mut f32, acc: f32, beta: f32) {
+    *c = if beta == 0.0 {
+        acc
+    } else if beta == 1.0 {
+        *c + acc
+    } else {
+        beta * *c + acc
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i as u32).wrapping_mul(2654435761) ^ seed) as f32 / u32::MAX as f32 - 0.5)
+            .collect()
+    }
+
+    fn levels() -> impl Iterator<Item = &'static Kernels> {
+        available_levels()
+            .iter()
+            .map(|&l| Kernels::for_level(l).expect("available level"))
+    }
+
+    #[test]
+    fn transpose_matches_scalar_exactly_at_every_level() {
+        for k in levels() {
+            for rows in 1..=33 {
+                for kc in [1, 7, 8, 9, 17, 64] {
+                    for width in [rows, rows + 3, 40] {
+                        let ld = kc + 3;
+                        // One float in, so the source is not 32-byte aligned.
+                        let src = data(1 + rows * ld, 1);
+                        let src = &src[1..];
+                        let mut want = vec![-1.0; kc * width];
+                        scalar::transpose(src, ld, rows, kc, &mut want, width);
+                        let mut got = vec![-1.0; kc * width];
+                        k.transpose(src, ld, rows, kc, &mut got, width);
+                        assert_eq!(
+                            got,
+                            want,
+                            "{:?} rows {rows} kc {kc} width {width}",
+                            k.level()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dot_and_axpy_match_scalar_at_every_level() {
+        for k in levels() {
+            for n in (0..70).chain([127, 128, 129, 1000]) {
+                let (a, b) = (data(n + 1, 2), data(n + 1, 3));
+                let (a, b) = (&a[1..], &b[1..]);
+                let want = scalar::dot(a, b) as f64;
+                let got = k.dot(a, b) as f64;
+                let sum_abs: f64 = a.iter().zip(b).map(|(x, y)| (x * y).abs() as f64).sum();
+                assert!(
+                    (got - want).abs() <= 1e-6 * sum_abs + 1e-7,
+                    "{:?} dot n {n}: {got} vs {want}",
+                    k.level()
+                );
+                let mut want = data(n + 1, 4);
+                let mut got = want.clone();
+                scalar::axpy(0.37, a, &mut want[1..]);
+                k.axpy(0.37, a, &mut got[1..]);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-6,
+                        "{:?} axpy n {n} at {i}: {g} vs {w}",
+                        k.level()
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Linear layers through a frozen weight of any storage: forward `y = x·Wᵀ` and backward-input
+//! `dx += dy·W`. Both run the blocked GEMM with the weight as its B operand: `PackB` decodes the
+//! `KC x NC` block of W the next sweep needs straight into packed panels (per-thread scratch, one
+//! L2-sized tile), so W is decoded once per call (blocks that straddle two tasks' columns twice)
+//! and never copied whole.
+//!
+//! Few rows (`m <= gemv_max_m`, generation is `m = 1`) take a matrix-vector path instead: each
+//! row of W is decoded once and meets every input row with a dot product (forward) or an axpy
+//! (backward), without packing.
+
+use super::gemm::{self, ranges, with_scratch, Block, DecodeBufs, Gemm, PackB, SharedC, KC, NC};
+use super::kernels::Kernels;
+use super::pack::{pack_b, Dense};
+use super::weight::WeightRows;
+use super::Pool;
+use crate::backend::LinearWeight;
+use crate::error::{Error, Result};
+
+/// Up to this many rows, linear layers use the matrix-vector path: the GEMM pads `m` to the
+/// kernel's `MR` rows, so below about half a tile the per-row dot products cost less (measured
+/// with Q4_1 576x1536 weights: AVX-512 `MR = 14` breaks even near m = 9, AVX2 `MR = 6` near 5).
+fn gemv_max_m(kern: &Kernels) -> usize {
+    kern.mr / 2 + 1
+}
+
+/// Floats of W the matrix-vector path decodes per call.
+const GEMV_BATCH: usize = 4096;
+
+/// Most floats the decode buffers of one thread hold (rows before packing, or a GEMV batch,
+/// plus the covering blocks of an unaligned range: at most two extra 256-element blocks).
+pub(crate) fn decode_floats(nr: usize) -> usize {
+    (nr * KC).max(NC).max(GEMV_BATCH) + NC + 2 * 256
+}
+
+fn check_len(what: &str, len: usize, rows: usize, cols: usize) -> Result<()> {
+    if rows.checked_mul(cols) == Some(len) {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "{what} has {len} elements, expected {rows}x{cols}"
+        )))
+    }
+}
+
+/// `y[m, n_out] = x[m, n_in] · Wᵀ`.
+pub(crate) fn forward(
+    pool: &Pool,
+    kern: &Kernels,
+    x: &[f32],
+    m: usize,
+    w: &LinearWeight,
+    y: &mut [f32],
+) -> Result<()> {
+    let rows = WeightRows::new(w, kern.level(), "linear_forward")?;
+    check_len("linear_forward: x", x.len(), m, w.n_in)?;
+    check_len("linear_forward: y", y.len(), m, w.n_out)?;
+    if m <= gemv_max_m(kern) {
+        return forward_gemv(pool, kern, x, m, &rows, y);
+    }
+    let b = ForwardB(&rows);
+    let g = Gemm {
+        m,
+        n: w.n_out,
+        k: w.n_in,
+        a: Dense::row_major(x, w.n_in),
+        b: &b,
+        beta: 0.0,
+    };
+    gemm::gemm(pool, kern, &g, y)
+}
+
+/// `dx[m, n_in] += dy[m, n_out] · W`.
+pub(crate) fn backward_input(
+    pool: &Pool,
+    kern: &Kernels,
+    dy: &[f32],
+    m: usize,
+    w: &LinearWeight,
+    dx: &mut [f32],
+) -> Result<()> {
+    let rows = WeightRows::new(w, kern.level(), "linear_backward_input")?;
+    check_len("linear_backward_input: dy", dy.len(), m, w.n_out)?;
+    check_len("linear_backward_input: dx", dx.len(), m, w.n_in)?;
+    if m <= gemv_max_m(kern) {
+        return backward_gemv(pool, kern, dy, m, &rows, dx);
+    }
+    let b = BackwardB(&rows);
+    let g = Gemm {
+        m,
+        n: w.n_in,
+        k: w.n_out,
+        a: Dense::row_major(dy, w.n_out),
+        b: &b,
+        beta: 1.0,
+    };
+    gemm::gemm(pool, kern, &g, dx)
+}
+
+/// B = Wᵀ (`B[p, j] = W[j, p]`, `k = n_in`, `n = n_out`): a panel column is a slice of a W row.
+struct ForwardB<'a>(&'a WeightRows<'a>);
+
+impl PackB for ForwardB<'_> {
+    fn pack(
+        &self,
+        kern: &Kernels,
+        blk: Block,
+        dst: &mut [f32],
+        dec: &mut DecodeBufs,
+    ) -> Result<()> {
+        let (w, nr, Block { p0, kc, j0, nc }) = (self.0, kern.nr, blk);
+        if let Some(d) = w.dense() {
+            pack_b(kern, Dense::transposed(d.data, w.n_in), blk, dst);
+            return Ok(());
+        }
+        dec.rows.resize(nr * kc, 0.0);
+        for (q, panel) in dst
+            .chunks_exact_mut(kc * nr)
+            .take(nc.div_ceil(nr))
+            .enumerate()
+        {
+            let cols = nr.min(nc - q * nr);
+            if cols < nr {
+                panel.fill(0.0);
+            }
+            // Decode the panel's rows of W, then transpose them into the panel. `p0` is a
+            // multiple of KC and `p0 + kc` is KC-aligned or `n_in`: whole blocks.
+            for (jj, row) in dec.rows.chunks_exact_mut(kc).take(cols).enumerate() {
+                w.decode(j0 + q * nr + jj, p0, row, &mut dec.blocks)?;
+            }
+            kern.transpose(&dec.rows, kc, cols, kc, panel, nr);
+        }
+        Ok(())
+    }
+}
+
+/// B = W (`B[p, j] = W[p, j]`, `k = n_out`, `n = n_in`): a panel row is a slice of a W row.
+struct BackwardB<'a>(&'a WeightRows<'a>);
+
+impl PackB for BackwardB<'_> {
+    fn col_align(&self) -> usize {
+        self.0.block()
+    }
+
+    fn pack(
+        &self,
+        kern: &Kernels,
+        blk: Block,
+        dst: &mut [f32],
+        dec: &mut DecodeBufs,
+    ) -> Result<()> {
+        let (w, nr, Block { p0, kc, j0, nc }) = (self.0, kern.nr, blk);
+        if let Some(d) = w.dense() {
+            pack_b(kern, d, blk, dst);
+            return Ok(());
+        }
+        let panels = nc.div_ceil(nr);
+        if !nc.is_multiple_of(nr) {
+            dst[(panels - 1) * kc * nr..panels * kc * nr].fill(0.0);
+        }
+        dec.rows.resize(nc, 0.0);
+        for p in 0..kc {
+            w.decode(p0 + p, j0, &mut dec.rows, &mut dec.blocks)?;
+            for (q, src) in dec.rows.chunks(nr).enumerate() {
+                let at = q * kc * nr + p * nr;
+                dst[at..at + src.len()].copy_from_slice(src);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Forward for few rows: W's rows are split among threads; each is decoded once.
+fn forward_gemv(
+    pool: &Pool,
+    kern: &Kernels,
+    x: &[f32],
+    m: usize,
+    w: &WeightRows,
+    y: &mut [f32],
+) -> Result<()> {
+    let (n_in, n_out) = (w.n_in, w.n_out);
+    if n_in == 0 {
+        y.fill(0.0);
+        return Ok(());
+    }
+    if m == 0 || n_out == 0 {
+        return Ok(());
+    }
+    let parts: Vec<_> = ranges(n_out, 1, pool.threads().min(n_out)).collect();
+    let yp = SharedC::new(y);
+    pool.run(parts.len(), |t| {
+        with_scratch(|s| {
+            let (j0, j1) = parts[t];
+            // Rows decode a batch at a time (one decoder call), about 16 KiB of f32.
+            let batch = (GEMV_BATCH / n_in.max(1)).max(1);
+            let buf = s.bpack.get(batch * n_in);
+            for jb in (j0..j1).step_by(batch) {
+                let rows = batch.min(j1 - jb);
+                let decoded: &[f32] = match w.dense() {
+                    Some(d) => &d.data[jb * n_in..(jb + rows) * n_in],
+                    None => {
+                        w.decode_rows(jb, &mut buf[..rows * n_in])?;
+                        &buf[..rows * n_in]
+                    }
+                };
+                for (r, row) in decoded.chunks_exact(n_in.max(1)).enumerate() {
+                    for i in 0..m {
+                        let v = kern.dot(&x[i * n_in..(i + 1) * n_in], row);
+                        // SAFETY: `i < m`, `jb + r < n_out`, so the element is inside `y`
+                        // (length `m·n_out`, checked); column `jb + r` is this task's only.
+                        unsafe { *yp.ptr().add(i * n_out + jb + r) = v };
+                    }
+                }
+            }
+            Ok(())
+        })
+    })
+}
+
+/// Backward-input for few rows: W's columns are split among threads (on block boundaries); each
+/// task walks every row of W in order, so each `dx` element sums in the same order whatever the
+/// thread count.
+fn backward_gemv(
+    pool: &Pool,
+    kern: &Kernels,
+    dy: &[f32],
+    m: usize,
+    w: &WeightRows,
+    dx: &mut [f32],
+) -> Result<()> {
+    let (n_in, n_out) = (w.n_in, w.n_out);
+    if m == 0 || n_in == 0 {
+        return Ok(());
+    }
+    let unit = w.block().max(16);
+    let parts: Vec<_> = ranges(n_in, unit, pool.threads())
+        .filter(|r| r.0 < r.1)
+        .collect();
+    let dxp = SharedC::new(dx);
+    pool.run(parts.len(), |t| {
+        let (c0, c1) = parts[t];
+        let len = c1 - c0;
+        with_scratch(|s| {
+            // A task that owns whole rows decodes a batch of rows per call.
+            let batch = if len == n_in {
+                (GEMV_BATCH / n_in).max(1)
+            } else {
+                1
+            };
+            let buf = s.bpack.get(batch * len);
+            for jb in (0..n_out).step_by(batch) {
+                let rows = batch.min(n_out - jb);
+                let decoded: &[f32] = match (w.dense(), batch) {
+                    (Some(d), _) if len == n_in => &d.data[jb * n_in..(jb + rows) * n_in],
+                    (Some(d), _) => &d.data[jb * n_in + c0..jb * n_in + c1],
+                    (None, 1) => {
+                        w.decode(jb, c0, &mut buf[..len], &mut s.dec.blocks)?;
+                        &buf[..len]
+                    }
+                    (None, _) => {
+                        w.decode_rows(jb, &mut buf[..rows * len])?;
+                        &buf[..rows * len]
+                    }
+                };
+                for (r, row) in decoded.chunks_exact(len).enumerate() {
+                    for i in 0..m {
+                        // SAFETY: `dx` has `m·n_in` elements (checked) and `c1 <= n_in`;
+                        // columns `c0..c1` of every row belong to this task only.
+                        let out = unsafe {
+                            std::slice::from_raw_parts_mut(dxp.ptr().add(i * n_in + c0), len)
+                        };
+                        kern.axpy(dy[i * n_out + jb + r], row, out);
+                    }
+                }
+            }
+            Ok(())
+        })
+    })
+}

@@ -1,0 +1,249 @@
+//! The CPU backend: packed, cache-blocked f32 GEMM with register-tiled SIMD microkernels
+//! (scalar / AVX2+FMA / AVX-512 / NEON, chosen at run time), and linear layers over any weight
+//! storage that dequantize L2-sized tiles of the weight into per-thread scratch on the way into
+//! the GEMM, never a full copy of the weight (DESIGN.md decisions 2, 3, 9).
+//!
+//! Threads come from one rayon pool per backend whose size the caller sets. Every output element
+//! is computed by one thread with a fixed summation order, so results are deterministic; for the
+//! GEMMs they do not even depend on the thread count (see `gemm.rs`).
+//!
+//! Files: `kernels/` (microkernels, dot, axpy per level), `pack.rs` (panel layouts), `gemm.rs`
+//! (blocking and threading), `weight.rs` (decoding ranges of weight rows), `linear.rs` (linear
+//! forward/backward and the matrix-vector path).
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod gemm;
+mod kernels;
+mod linear;
+mod pack;
+mod weight;
+
+use super::{Backend, LinearWeight};
+use crate::cpu::SimdLevel;
+use crate::error::{Error, Result};
+use kernels::Kernels;
+use pack::Dense;
+use rayon::prelude::*;
+
+/// Which operands of `C = beta·C + op(A)·op(B)` are stored transposed (see the `Backend` GEMMs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmOp {
+    /// `a[m, k]`, `b[n, k]`: `C = A·Bᵀ`.
+    Nt,
+    /// `a[m, k]`, `b[k, n]`: `C = A·B`.
+    Nn,
+    /// `a[k, m]`, `b[k, n]`: `C = Aᵀ·B`.
+    Tn,
+}
+
+/// A fixed set of worker threads (none when the backend runs on the caller's thread).
+pub(crate) struct Pool {
+    threads: usize,
+    pool: Option<rayon::ThreadPool>,
+}
+
+impl Pool {
+    fn new(threads: usize) -> Result<Pool> {
+        if threads == 0 {
+            return Err(Error::InvalidArgument(
+                "CPU backend: threads must be at least 1, got 0".into(),
+            ));
+        }
+        let pool = if threads == 1 {
+            None
+        } else {
+            let p = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("edgetune-cpu-{i}"))
+                .build()
+                .map_err(|e| {
+                    Error::InvalidArgument(format!(
+                        "CPU backend: cannot start {threads} threads: {e}"
+                    ))
+                })?;
+            Some(p)
+        };
+        Ok(Pool { threads, pool })
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f(0..n_tasks)`, spread over the pool; returns the first error.
+    pub fn run(&self, n_tasks: usize, f: impl Fn(usize) -> Result<()> + Sync) -> Result<()> {
+        match &self.pool {
+            Some(p) if n_tasks > 1 => p.install(|| (0..n_tasks).into_par_iter().try_for_each(&f)),
+            _ => (0..n_tasks).try_for_each(f),
+        }
+    }
+}
+
+/// The CPU implementation of `Backend`.
+pub struct CpuBackend {
+    pool: Pool,
+    kernels: &'static Kernels,
+}
+
+impl CpuBackend {
+    /// A backend with `threads` worker threads at the best SIMD level (`crate::cpu::simd_level()`).
+    pub fn new(threads: usize) -> Result<CpuBackend> {
+        CpuBackend::with_level(threads, crate::cpu::simd_level())
+    }
+
+    /// A backend forced to one SIMD level (tests compare every level against `Scalar`).
+    pub fn with_level(threads: usize, level: SimdLevel) -> Result<CpuBackend> {
+        let kernels = Kernels::for_level(level).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "SIMD level {} on this CPU (available: {:?})",
+                level.name(),
+                crate::cpu::available_levels()
+            ))
+        })?;
+        Ok(CpuBackend {
+            pool: Pool::new(threads)?,
+            kernels,
+        })
+    }
+
+    /// The SIMD level this backend's kernels use.
+    pub fn level(&self) -> SimdLevel {
+        self.kernels.level()
+    }
+
+    /// The register tile `(MR, NR)` of this backend's GEMM microkernel.
+    pub fn tile(&self) -> (usize, usize) {
+        (self.kernels.mr, self.kernels.nr)
+    }
+
+    /// Upper bound of the scratch memory (bytes) this backend keeps for products with at most
+    /// `m` rows and depth `k` (for linear layers: `k = max(n_in, n_out)`), for the memory
+    /// planner. The packed A copy lives on the calling thread; each worker keeps one packed B
+    /// block and its decode buffers. The buffers are kept between calls (per thread) and grow
+    /// to the largest call seen.
+    pub fn scratch_bytes(&self, m: usize, k: usize) -> usize {
+        let (mr, nr) = self.tile();
+        let a_pack = m.div_ceil(mr) * mr * k;
+        let per_thread =
+            (gemm::KC * gemm::NC).max(k) + linear::decode_floats(nr) + 2 * pack::ALIGN_FLOATS;
+        4 * (a_pack + pack::ALIGN_FLOATS + self.threads() * per_thread)
+    }
+
+    /// Checked dense GEMM: `c[m, n] = beta·c + op(a)·op(b)` with the layouts of `op`, sizes
+    /// `[m, n, k]`. Errors if a slice does not have exactly the length its sizes give.
+    pub fn gemm(
+        &self,
+        op: GemmOp,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        [m, n, k]: [usize; 3],
+        beta: f32,
+    ) -> Result<()> {
+        let check = |what: &str, len: usize, rows: usize, cols: usize| {
+            if rows.checked_mul(cols) == Some(len) {
+                Ok(())
+            } else {
+                Err(Error::InvalidArgument(format!(
+                    "gemm {op:?} (m={m}, n={n}, k={k}): {what} has {len} elements, expected {rows}x{cols}"
+                )))
+            }
+        };
+        check("a", a.len(), m, k)?;
+        check("b", b.len(), n, k)?;
+        check("c", c.len(), m, n)?;
+        let (av, bv) = match op {
+            GemmOp::Nt => (Dense::row_major(a, k), Dense::transposed(b, k)),
+            GemmOp::Nn => (Dense::row_major(a, k), Dense::row_major(b, n)),
+            GemmOp::Tn => (Dense::transposed(a, m), Dense::row_major(b, n)),
+        };
+        let g = gemm::Gemm {
+            m,
+            n,
+            k,
+            a: av,
+            b: &bv,
+            beta,
+        };
+        gemm::gemm(&self.pool, self.kernels, &g, c)
+    }
+
+    fn gemm_or_panic(
+        &self,
+        op: GemmOp,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        mnk: [usize; 3],
+        beta: f32,
+    ) {
+        // The trait's GEMMs return nothing: a length mismatch is a caller bug, like an index out
+        // of bounds. Callers that take sizes from input use `CpuBackend::gemm`.
+        if let Err(e) = self.gemm(op, a, b, c, mnk, beta) {
+            panic!("{e}");
+        }
+    }
+}
+
+impl Backend for CpuBackend {
+    fn linear_forward(&self, x: &[f32], m: usize, w: &LinearWeight, y: &mut [f32]) -> Result<()> {
+        linear::forward(&self.pool, self.kernels, x, m, w, y)
+    }
+
+    fn linear_backward_input(
+        &self,
+        dy: &[f32],
+        m: usize,
+        w: &LinearWeight,
+        dx: &mut [f32],
+    ) -> Result<()> {
+        linear::backward_input(&self.pool, self.kernels, dy, m, w, dx)
+    }
+
+    /// Panics if a slice length does not match the sizes (use `CpuBackend::gemm` for an error).
+    fn gemm_nt(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        m: usize,
+        n: usize,
+        k: usize,
+        beta: f32,
+    ) {
+        self.gemm_or_panic(GemmOp::Nt, a, b, c, [m, n, k], beta)
+    }
+
+    /// Panics if a slice length does not match the sizes (use `CpuBackend::gemm` for an error).
+    fn gemm_nn(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        m: usize,
+        n: usize,
+        k: usize,
+        beta: f32,
+    ) {
+        self.gemm_or_panic(GemmOp::Nn, a, b, c, [m, n, k], beta)
+    }
+
+    /// Panics if a slice length does not match the sizes (use `CpuBackend::gemm` for an error).
+    fn gemm_tn(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        m: usize,
+        n: usize,
+        k: usize,
+        beta: f32,
+    ) {
+        self.gemm_or_panic(GemmOp::Tn, a, b, c, [m, n, k], beta)
+    }
+
+    fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+}
