@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod gguf;
+pub mod model;
 pub mod npy;
 pub mod optim;
 pub mod quant;

@@ -1,0 +1,526 @@
+//! The Llama-family decoder: forward over a batch of equally long sequences, saving what backward
+//! needs block by block; the loss (mean NLL over shifted targets, as transformers computes it);
+//! and backward down to the input embeddings. Base weights are frozen, so backward produces only
+//! activation gradients (and whatever the `LinearHook` and the prefix accumulate).
+//!
+//! Block `l` (HF `LlamaDecoderLayer`):
+//! ```text
+//! ln1 = rmsnorm(x)            q,k,v = ln1·Wq,k,vᵀ (+b)     q,k = rope(q,k)
+//! att = attention(q,k,v)      x_mid = x + att·Woᵀ (+b)
+//! ln2 = rmsnorm(x_mid)        h = silu(ln2·Wgᵀ) ⊙ (ln2·Wuᵀ)  x_out = x_mid + h·Wdᵀ
+//! ```
+
+use super::acts::{ActivationMode, Activations, BlockBuffers, LayerActs};
+use super::config::Config;
+use super::hook::{BaseLinear, LinearHook, LinearKind, LinearSite};
+use super::ops::attention::{
+    attention_backward, attention_forward, AttnDims, AttnGrads, AttnInputs,
+};
+use super::ops::cross_entropy::LmHead;
+use super::ops::embedding::embedding_forward;
+use super::ops::residual::add_inplace;
+use super::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
+use super::ops::rope::{rope_backward, rope_forward, RopeTable};
+use super::ops::swiglu::{swiglu_backward, swiglu_forward};
+use super::pass::{BackwardOutput, Forward, LossStats};
+use super::weights::{LayerWeights, ModelWeights};
+use super::PrefixKv;
+use crate::backend::{Backend, LinearWeight};
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+use crate::weights::Weights;
+use std::sync::Arc;
+
+/// Rows of logits the output projection materialises at once, unless set otherwise.
+pub const DEFAULT_LM_CHUNK_ROWS: usize = 64;
+
+/// `n_seq` sequences of `seq_len` tokens, row-major (`tokens[b·seq_len + t]`). Shorter sequences
+/// are right-padded (any token) with label −100 at the padding: causal attention never lets a
+/// real token see the padding after it.
+#[derive(Clone, Copy, Debug)]
+pub struct Batch<'a> {
+    pub tokens: &'a [u32],
+    pub n_seq: usize,
+    pub seq_len: usize,
+}
+
+impl<'a> Batch<'a> {
+    pub fn single(tokens: &'a [u32]) -> Batch<'a> {
+        Batch {
+            tokens,
+            n_seq: 1,
+            seq_len: tokens.len(),
+        }
+    }
+}
+
+/// How to run a forward pass.
+#[derive(Clone, Copy)]
+pub struct ForwardOptions<'a> {
+    pub mode: ActivationMode,
+    /// Prefix-tuning keys/values, visible to every token of every sequence of every block.
+    pub prefix: Option<&'a PrefixKv>,
+    /// Prompt-tuning embeddings `[n_virtual, n_embd]`, put before every sequence's tokens (they
+    /// take positions, rows of the activations and rows of `d_embeds`; labels stay per token).
+    pub virtual_tokens: Option<&'a [f32]>,
+}
+
+impl<'a> ForwardOptions<'a> {
+    /// A pass that keeps nothing for backward (evaluation, generation).
+    pub fn inference() -> ForwardOptions<'a> {
+        ForwardOptions {
+            mode: ActivationMode::Inference,
+            ..Default::default()
+        }
+    }
+}
+
+impl Default for ForwardOptions<'_> {
+    fn default() -> Self {
+        ForwardOptions {
+            mode: ActivationMode::Full,
+            prefix: None,
+            virtual_tokens: None,
+        }
+    }
+}
+
+/// A loaded model: config, weight views and the backend that runs its matrix products.
+pub struct Llama<'w> {
+    pub config: Config,
+    pub weights: ModelWeights<'w>,
+    backend: Arc<dyn Backend>,
+    lm_chunk_rows: usize,
+}
+
+impl<'w> Llama<'w> {
+    /// Reads the config from the file's metadata and checks every tensor against it.
+    pub fn new(file: &'w GgufFile, backend: Arc<dyn Backend>) -> Result<Llama<'w>> {
+        let config = Config::from_header(file.header())?;
+        let weights = Weights::new(file)?;
+        Self::from_parts(config, &weights, backend)
+    }
+
+    pub fn from_parts(
+        config: Config,
+        weights: &Weights<'w>,
+        backend: Arc<dyn Backend>,
+    ) -> Result<Llama<'w>> {
+        let weights = ModelWeights::load(&config, weights)?;
+        Ok(Llama {
+            config,
+            weights,
+            backend,
+            lm_chunk_rows: DEFAULT_LM_CHUNK_ROWS,
+        })
+    }
+
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
+    }
+
+    /// Rows of logits computed at once by the loss and `logits` (bounds that buffer to
+    /// `rows × n_vocab` f32).
+    pub fn set_lm_chunk_rows(&mut self, rows: usize) -> Result<()> {
+        if rows == 0 {
+            return Err(Error::InvalidArgument(
+                "lm_chunk_rows must be at least 1".into(),
+            ));
+        }
+        self.lm_chunk_rows = rows;
+        Ok(())
+    }
+
+    pub fn lm_chunk_rows(&self) -> usize {
+        self.lm_chunk_rows
+    }
+
+    pub(crate) fn lm_head(&self) -> LmHead<'_, 'w> {
+        LmHead {
+            weight: &self.weights.output,
+            backend: &*self.backend,
+            chunk_rows: self.lm_chunk_rows,
+        }
+    }
+
+    pub(crate) fn rope_table(&self, first_pos: usize, n_pos: usize) -> Result<RopeTable> {
+        RopeTable::new(
+            &self.config.rope,
+            self.weights.rope_freqs.as_deref(),
+            first_pos,
+            n_pos,
+        )
+    }
+
+    /// Checks the batch shape and that `n_extra` more positions (prefix and virtual tokens) still
+    /// fit the context.
+    fn check_batch(&self, batch: &Batch, n_extra: usize) -> Result<()> {
+        if batch.n_seq == 0 || batch.seq_len == 0 || batch.tokens.is_empty() {
+            return Err(Error::InvalidArgument(
+                "empty input: no tokens to run".into(),
+            ));
+        }
+        if batch.n_seq.checked_mul(batch.seq_len) != Some(batch.tokens.len()) {
+            return Err(Error::InvalidArgument(format!(
+                "batch of {} tokens is not {} sequences of {}",
+                batch.tokens.len(),
+                batch.n_seq,
+                batch.seq_len
+            )));
+        }
+        if batch.seq_len + n_extra > self.config.n_ctx_train {
+            let extra = if n_extra > 0 {
+                format!(" (+{n_extra} prefix/virtual)")
+            } else {
+                String::new()
+            };
+            return Err(Error::InvalidArgument(format!(
+                "sequence of {} tokens{extra} exceeds the model's context of {} tokens",
+                batch.seq_len, self.config.n_ctx_train
+            )));
+        }
+        Ok(())
+    }
+
+    /// Rows of `virtual_tokens` (`[n, n_embd]`).
+    fn check_virtual(&self, v: Option<&[f32]>) -> Result<usize> {
+        let d = self.config.n_embd;
+        match v {
+            None => Ok(0),
+            Some(v) if !v.is_empty() && v.len().is_multiple_of(d) => Ok(v.len() / d),
+            Some(v) => Err(Error::InvalidArgument(format!(
+                "virtual tokens: {} values are not whole rows of n_embd {d}",
+                v.len()
+            ))),
+        }
+    }
+
+    fn check_prefix(&self, prefix: Option<&PrefixKv>) -> Result<usize> {
+        match prefix {
+            None => Ok(0),
+            Some(p) => {
+                p.check(&self.config)?;
+                Ok(p.n_prefix())
+            }
+        }
+    }
+
+    /// Runs the blocks over `batch`, keeping activations as `opts.mode` says.
+    pub fn forward<'m>(
+        &'m self,
+        batch: &Batch,
+        opts: &ForwardOptions<'m>,
+        hook: &mut dyn LinearHook,
+    ) -> Result<Forward<'m, 'w>> {
+        let n_prefix = self.check_prefix(opts.prefix)?;
+        let n_virtual = self.check_virtual(opts.virtual_tokens)?;
+        self.check_batch(batch, n_prefix + n_virtual)?;
+        let (d, t) = (self.config.n_embd, n_virtual + batch.seq_len);
+        let mut acts = Activations::new(&self.config, batch.n_seq, t, opts.mode);
+        let positions: Vec<usize> = (0..batch.n_seq * t).map(|r| n_prefix + r % t).collect();
+        let rope = self.rope_table(n_prefix, t)?;
+        let x0 = acts.resid_mut(0);
+        for (b, rows) in x0.chunks_exact_mut(t * d).enumerate() {
+            let (virt, real) = rows.split_at_mut(n_virtual * d);
+            if let Some(v) = opts.virtual_tokens {
+                virt.copy_from_slice(v);
+            }
+            let tokens = &batch.tokens[b * batch.seq_len..(b + 1) * batch.seq_len];
+            embedding_forward(real, tokens, &self.weights.token_embd)?;
+        }
+        let step = StepCtx {
+            positions: &positions,
+            rope: &rope,
+            prefix: opts.prefix,
+            n_seq: batch.n_seq,
+        };
+        for l in 0..self.config.n_layer {
+            let mut buf = acts.block(l);
+            self.block_forward(l, &mut buf, &step, None, hook)?;
+        }
+        let (x, lnf, rstdf) = acts.final_norm();
+        rmsnorm_forward(
+            lnf,
+            rstdf,
+            x,
+            &self.weights.output_norm,
+            batch.n_seq * t,
+            d,
+            self.config.rms_eps,
+        )?;
+        Ok(Forward::new(
+            self,
+            acts,
+            positions,
+            rope,
+            opts.prefix,
+            batch.n_seq,
+            t,
+            n_virtual,
+        ))
+    }
+
+    /// Loss over `labels` (HF causal-LM loss: position `t` predicts `labels[t+1]`, −100 ignored).
+    pub fn loss(&self, batch: &Batch, labels: &[i32]) -> Result<LossStats> {
+        self.forward(
+            batch,
+            &ForwardOptions::inference(),
+            &mut super::hook::NoHook,
+        )?
+        .loss(labels)
+    }
+
+    /// Forward, loss and backward in one call: the loss and d(loss)/d(input embeddings), with the
+    /// hook's and the prefix's gradients accumulated. `denominator` divides the summed NLL in the
+    /// gradient (default: the number of predicted tokens, i.e. the mean).
+    pub fn forward_backward(
+        &self,
+        batch: &Batch,
+        labels: &[i32],
+        opts: &ForwardOptions,
+        denominator: Option<usize>,
+        hook: &mut dyn LinearHook,
+        dprefix: Option<&mut PrefixKv>,
+    ) -> Result<BackwardOutput> {
+        if opts.mode == ActivationMode::Inference {
+            return Err(Error::InvalidArgument(
+                "forward_backward needs ActivationMode::Full or Checkpoint".into(),
+            ));
+        }
+        let mut fwd = self.forward(batch, opts, hook)?;
+        fwd.backward(labels, denominator, hook, dprefix)
+    }
+
+    /// One block forward. `cache`: the block's KV cache rows and how many are filled (generation);
+    /// `None` for a batch of whole sequences.
+    pub(crate) fn block_forward(
+        &self,
+        l: usize,
+        buf: &mut BlockBuffers,
+        step: &StepCtx,
+        cache: Option<(&mut [f32], &mut [f32], usize)>,
+        hook: &mut dyn LinearHook,
+    ) -> Result<()> {
+        let cfg = &self.config;
+        let w = &self.weights.layers[l];
+        let n = buf.x_in.len() / cfg.n_embd;
+        let a = &mut buf.acts;
+        rmsnorm_forward(
+            a.ln1,
+            a.rstd1,
+            buf.x_in,
+            &w.attn_norm,
+            n,
+            cfg.n_embd,
+            cfg.rms_eps,
+        )?;
+        let run = |hook: &mut dyn LinearHook, kind, x: &[f32], y: &mut [f32]| -> Result<()> {
+            let (weight, bias) = linear_of(w, kind);
+            let base = BaseLinear {
+                weight,
+                bias,
+                backend: &*self.backend,
+            };
+            hook.forward(LinearSite { layer: l, kind }, &base, x, n, y)
+        };
+        run(hook, LinearKind::Q, a.ln1, a.q)?;
+        run(hook, LinearKind::K, a.ln1, a.k)?;
+        run(hook, LinearKind::V, a.ln1, a.v)?;
+        rope_forward(a.q, step.positions, step.rope, cfg.n_head, cfg.head_dim)?;
+        rope_forward(a.k, step.positions, step.rope, cfg.n_head_kv, cfg.head_dim)?;
+        let (pk, pv) = step
+            .prefix
+            .map_or((&[][..], &[][..]), |p| (p.keys(l), p.values(l)));
+        let n_prefix = step.prefix.map_or(0, |p| p.n_prefix());
+        match cache {
+            None => {
+                let t = n / step.n_seq;
+                let dims = self.attn_dims(t, t, n_prefix);
+                for b in 0..step.n_seq {
+                    let x = AttnInputs {
+                        q: &a.q[b * t * cfg.q_dim()..(b + 1) * t * cfg.q_dim()],
+                        k: &a.k[b * t * cfg.kv_dim()..(b + 1) * t * cfg.kv_dim()],
+                        v: &a.v[b * t * cfg.kv_dim()..(b + 1) * t * cfg.kv_dim()],
+                        prefix_k: pk,
+                        prefix_v: pv,
+                    };
+                    let out = &mut a.att[b * t * cfg.q_dim()..(b + 1) * t * cfg.q_dim()];
+                    let lse = &mut a.lse[b * t * cfg.n_head..(b + 1) * t * cfg.n_head];
+                    attention_forward(out, lse, &x, &dims, self.backend.threads())?;
+                }
+            }
+            Some((ck, cv, past)) => {
+                let kvd = cfg.kv_dim();
+                ck[past * kvd..(past + n) * kvd].copy_from_slice(a.k);
+                cv[past * kvd..(past + n) * kvd].copy_from_slice(a.v);
+                let dims = self.attn_dims(n, past + n, n_prefix);
+                let x = AttnInputs {
+                    q: a.q,
+                    k: &ck[..(past + n) * kvd],
+                    v: &cv[..(past + n) * kvd],
+                    prefix_k: pk,
+                    prefix_v: pv,
+                };
+                attention_forward(a.att, a.lse, &x, &dims, self.backend.threads())?;
+            }
+        }
+        run(hook, LinearKind::O, a.att, buf.scratch)?;
+        a.x_mid.copy_from_slice(buf.x_in);
+        add_inplace(a.x_mid, buf.scratch)?;
+        rmsnorm_forward(
+            a.ln2,
+            a.rstd2,
+            a.x_mid,
+            &w.ffn_norm,
+            n,
+            cfg.n_embd,
+            cfg.rms_eps,
+        )?;
+        run(hook, LinearKind::Gate, a.ln2, a.gate)?;
+        run(hook, LinearKind::Up, a.ln2, a.up)?;
+        swiglu_forward(a.h, a.gate, a.up)?;
+        run(hook, LinearKind::Down, a.h, buf.scratch)?;
+        buf.x_out.copy_from_slice(a.x_mid);
+        add_inplace(buf.x_out, buf.scratch)
+    }
+
+    fn attn_dims(&self, n_q: usize, n_kv: usize, n_prefix: usize) -> AttnDims {
+        AttnDims {
+            n_q,
+            n_kv,
+            n_prefix,
+            n_head: self.config.n_head,
+            n_head_kv: self.config.n_head_kv,
+            head_dim: self.config.head_dim,
+        }
+    }
+
+    /// One block backward: `dres` holds d(loss)/d(block output) on entry and d(loss)/d(block
+    /// input) on return.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn block_backward(
+        &self,
+        l: usize,
+        a: &LayerActs,
+        x_in: &[f32],
+        dres: &mut [f32],
+        g: &mut super::pass::GradScratch,
+        step: &StepCtx,
+        hook: &mut dyn LinearHook,
+        mut dprefix: Option<&mut PrefixKv>,
+    ) -> Result<()> {
+        let cfg = &self.config;
+        let w = &self.weights.layers[l];
+        let n = x_in.len() / cfg.n_embd;
+        let back = |hook: &mut dyn LinearHook,
+                    kind,
+                    x: &[f32],
+                    dy: &[f32],
+                    dx: &mut [f32]|
+         -> Result<()> {
+            let (weight, bias) = linear_of(w, kind);
+            let base = BaseLinear {
+                weight,
+                bias,
+                backend: &*self.backend,
+            };
+            hook.backward(LinearSite { layer: l, kind }, &base, x, dy, n, dx)
+        };
+        // MLP: x_out = x_mid + down(silu(gate(ln2)) * up(ln2)).
+        g.dh.fill(0.0);
+        back(hook, LinearKind::Down, a.h, dres, &mut g.dh)?;
+        g.dgate.fill(0.0);
+        g.dup.fill(0.0);
+        swiglu_backward(&mut g.dgate, &mut g.dup, &g.dh, a.gate, a.up)?;
+        g.dln.fill(0.0);
+        back(hook, LinearKind::Gate, a.ln2, &g.dgate, &mut g.dln)?;
+        back(hook, LinearKind::Up, a.ln2, &g.dup, &mut g.dln)?;
+        rmsnorm_backward(dres, &g.dln, a.x_mid, a.rstd2, &w.ffn_norm, n, cfg.n_embd)?;
+        // Attention: x_mid = x_in + o(attention(rope(q(ln1)), rope(k(ln1)), v(ln1))).
+        g.datt.fill(0.0);
+        back(hook, LinearKind::O, a.att, dres, &mut g.datt)?;
+        g.dq.fill(0.0);
+        g.dk.fill(0.0);
+        g.dv.fill(0.0);
+        let (pk, pv) = step
+            .prefix
+            .map_or((&[][..], &[][..]), |p| (p.keys(l), p.values(l)));
+        let n_prefix = step.prefix.map_or(0, |p| p.n_prefix());
+        let t = n / step.n_seq;
+        let dims = self.attn_dims(t, t, n_prefix);
+        let (qd, kvd, h) = (cfg.q_dim(), cfg.kv_dim(), cfg.n_head);
+        for b in 0..step.n_seq {
+            let x = AttnInputs {
+                q: &a.q[b * t * qd..(b + 1) * t * qd],
+                k: &a.k[b * t * kvd..(b + 1) * t * kvd],
+                v: &a.v[b * t * kvd..(b + 1) * t * kvd],
+                prefix_k: pk,
+                prefix_v: pv,
+            };
+            let (dpk, dpv) = match dprefix.as_deref_mut() {
+                Some(p) => p.layer_mut(l),
+                None => (&mut [][..], &mut [][..]),
+            };
+            let grads = AttnGrads {
+                dq: &mut g.dq[b * t * qd..(b + 1) * t * qd],
+                dk: &mut g.dk[b * t * kvd..(b + 1) * t * kvd],
+                dv: &mut g.dv[b * t * kvd..(b + 1) * t * kvd],
+                dprefix_k: dpk,
+                dprefix_v: dpv,
+            };
+            let out = &a.att[b * t * qd..(b + 1) * t * qd];
+            let lse = &a.lse[b * t * h..(b + 1) * t * h];
+            attention_backward(
+                grads,
+                &g.datt[b * t * qd..(b + 1) * t * qd],
+                out,
+                lse,
+                &x,
+                &dims,
+                self.backend.threads(),
+            )?;
+        }
+        rope_backward(
+            &mut g.dq,
+            step.positions,
+            step.rope,
+            cfg.n_head,
+            cfg.head_dim,
+        )?;
+        rope_backward(
+            &mut g.dk,
+            step.positions,
+            step.rope,
+            cfg.n_head_kv,
+            cfg.head_dim,
+        )?;
+        g.dln.fill(0.0);
+        back(hook, LinearKind::Q, a.ln1, &g.dq, &mut g.dln)?;
+        back(hook, LinearKind::K, a.ln1, &g.dk, &mut g.dln)?;
+        back(hook, LinearKind::V, a.ln1, &g.dv, &mut g.dln)?;
+        rmsnorm_backward(dres, &g.dln, x_in, a.rstd1, &w.attn_norm, n, cfg.n_embd)
+    }
+}
+
+fn linear_of<'a, 'w>(
+    w: &'a LayerWeights<'w>,
+    kind: LinearKind,
+) -> (&'a LinearWeight<'w>, Option<&'a [f32]>) {
+    match kind {
+        LinearKind::Q => (&w.q, w.q_bias.as_deref()),
+        LinearKind::K => (&w.k, w.k_bias.as_deref()),
+        LinearKind::V => (&w.v, w.v_bias.as_deref()),
+        LinearKind::O => (&w.o, w.o_bias.as_deref()),
+        LinearKind::Gate => (&w.gate, None),
+        LinearKind::Up => (&w.up, None),
+        LinearKind::Down => (&w.down, None),
+    }
+}
+
+/// Per-call context shared by every block.
+pub(crate) struct StepCtx<'a> {
+    pub positions: &'a [usize], // [n]
+    pub rope: &'a RopeTable,
+    pub prefix: Option<&'a PrefixKv>,
+    pub n_seq: usize,
+}
