@@ -14,6 +14,7 @@
 pub mod checkpoint;
 pub mod data;
 pub mod metrics;
+pub mod model;
 
 pub use checkpoint::{checkpoint_dir, load_state, save_checkpoint, TrainerState};
 pub use metrics::{read_metrics, rss_anon_bytes, MetricsLog, StepMetrics, METRICS_FILE};

@@ -4,6 +4,7 @@ mod inspect;
 mod progress;
 mod quantize;
 mod tokenize;
+mod train;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ enum Command {
     Quantize(quantize::Args),
     /// Turn text into token ids with the model's own tokenizer (from its GGUF metadata).
     Tokenize(tokenize::Args),
+    /// Fine-tune an adapter (LoRA, IA3, prefix, prompt) on a JSONL or .txt file.
+    Train(Box<train::Args>),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Tokenize(args) => tokenize::run(args),
+        Command::Train(args) => train::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

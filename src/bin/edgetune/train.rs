@@ -1,0 +1,351 @@
+//! `edgetune train`: fine-tune an adapter on a JSONL or .txt file (DESIGN.md, "Command line").
+
+use edgetune::adapters::{load_peft_dir, parse_targets, AnyAdapter, Method};
+use edgetune::backend::cpu::CpuBackend;
+use edgetune::data::{self, BatchOptions, Batcher, ChatFormat, DataOptions};
+use edgetune::gguf::GgufFile;
+use edgetune::model::{ActivationMode, Llama};
+use edgetune::optim::ScheduleKind;
+use edgetune::tokenizer::Tokenizer;
+use edgetune::train::data::{micro_batch, BatcherSource};
+use edgetune::train::model::{model_dims, new_adapter, AdapterSpec, LlamaObjective};
+use edgetune::train::{train, MicroBatch, StepMetrics, TrainOptions};
+use edgetune::{Error, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Data: JSONL lines {\"text\"}, {\"prompt\",\"completion\"}, {\"messages\":[...]} \
+(the model's chat template; loss on assistant turns) or {\"input_ids\",\"labels\"?}; a .txt file is cut \
+into --seq-len windows.\nWrites OUT/adapter_config.json + adapter_model.safetensors (a PEFT adapter), \
+OUT/metrics.jsonl (one line per step) and OUT/checkpoints/step-N/. Ctrl-C stops after the current step \
+with a checkpoint; --resume OUT/checkpoints/step-N continues exactly."
+)]
+pub struct Args {
+    /// Base model (GGUF); it is memory-mapped and never modified.
+    model: PathBuf,
+    /// Training data (.jsonl or .txt).
+    #[arg(long)]
+    data: PathBuf,
+    /// Output directory.
+    #[arg(short = 'o', long = "out")]
+    out: PathBuf,
+    /// Adapter method: lora, ia3, prefix or prompt [default: lora].
+    #[arg(long)]
+    method: Option<String>,
+    /// LoRA rank [default: 8].
+    #[arg(long)]
+    rank: Option<usize>,
+    /// LoRA alpha (scale alpha/rank) [default: 16].
+    #[arg(long)]
+    alpha: Option<f32>,
+    /// Layers to adapt: all-linear or a list of GGUF (attn_q,...,ffn_down) or HF (q_proj,...) names
+    /// [default: LoRA q_proj,v_proj; IA3 k_proj,v_proj,down_proj, as PEFT for Llama].
+    #[arg(long)]
+    targets: Option<String>,
+    /// LoRA dropout on the adapter input, training only [default: 0].
+    #[arg(long)]
+    dropout: Option<f32>,
+    /// rsLoRA scaling alpha/sqrt(rank).
+    #[arg(long)]
+    rslora: bool,
+    /// Virtual tokens of prefix / prompt tuning [default: 20].
+    #[arg(long)]
+    num_virtual_tokens: Option<usize>,
+    /// Start from this PEFT adapter directory (method, rank, alpha and targets come from it).
+    #[arg(long)]
+    init_adapter: Option<PathBuf>,
+    /// Optimizer steps (passes over the data as often as needed).
+    #[arg(long, conflicts_with = "epochs")]
+    steps: Option<u64>,
+    /// Passes over the data [default: 1].
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Sequences per micro-batch.
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    /// Longest sequence in tokens (longer records are cut).
+    #[arg(long, default_value_t = 512)]
+    seq_len: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-4)]
+    lr: f64,
+    /// AdamW decoupled weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// constant, linear or cosine (after warmup).
+    #[arg(long, default_value = "linear")]
+    lr_schedule: String,
+    /// Steps of linear warmup from 0.
+    #[arg(long, default_value_t = 0)]
+    warmup_steps: u64,
+    /// Clip gradients to this global norm (0 disables).
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// Keep file order (no shuffling).
+    #[arg(long)]
+    no_shuffle: bool,
+    /// Seed of shuffling, the validation split, adapter init and dropout.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Fraction of examples held out for evaluation.
+    #[arg(long, default_value_t = 0.0)]
+    val_split: f64,
+    /// Evaluate every N steps (0: after the last step only).
+    #[arg(long, default_value_t = 0)]
+    eval_every: u64,
+    /// Write a checkpoint every N steps (0: only on Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    checkpoint_every: u64,
+    /// Continue from a checkpoint directory (OUT/checkpoints/step-N) with the same settings.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Worker threads [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Also train on prompt / non-assistant tokens.
+    #[arg(long)]
+    train_on_prompt: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let shape_flags = [
+        ("--method", args.method.is_some()),
+        ("--rank", args.rank.is_some()),
+        ("--alpha", args.alpha.is_some()),
+        ("--targets", args.targets.is_some()),
+        ("--rslora", args.rslora),
+        ("--num-virtual-tokens", args.num_virtual_tokens.is_some()),
+    ];
+    let from_dir = args.resume.as_ref().or(args.init_adapter.as_ref());
+    if let Some(dir) = from_dir {
+        let given: Vec<&str> = shape_flags.iter().filter(|f| f.1).map(|f| f.0).collect();
+        if !given.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{} cannot be combined with --init-adapter/--resume: the adapter's shape comes from {}",
+                given.join(", "),
+                dir.join("adapter_config.json").display()
+            )));
+        }
+    }
+    let threads = match args.threads {
+        Some(0) => return Err(Error::InvalidArgument("--threads 0".into())),
+        Some(t) => t,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let schedule: ScheduleKind = args.lr_schedule.parse()?;
+
+    let file = GgufFile::open(&args.model)?;
+    let backend = Arc::new(CpuBackend::new(threads)?);
+    let model = Llama::new(&file, backend).map_err(|e| e.in_file(&args.model))?;
+    let dims = model_dims(&model.config);
+    let tok = Tokenizer::from_gguf(file.header()).map_err(|e| e.in_file(&args.model))?;
+    let chat = ChatFormat::from_gguf(file.header()).map_err(|e| e.in_file(&args.model))?;
+
+    let mut adapter = match from_dir {
+        Some(dir) => load_peft_dir(dir, &dims)?,
+        None => {
+            let method = Method::from_cli_name(args.method.as_deref().unwrap_or("lora"))?;
+            let d = AdapterSpec::default();
+            let spec = AdapterSpec {
+                method,
+                targets: args.targets.as_deref().map(parse_targets).transpose()?,
+                rank: args.rank.unwrap_or(d.rank),
+                alpha: args.alpha.unwrap_or(d.alpha),
+                dropout: args.dropout.unwrap_or(d.dropout),
+                rslora: args.rslora,
+                num_virtual_tokens: args.num_virtual_tokens.unwrap_or(d.num_virtual_tokens),
+            };
+            if method != Method::Lora && (args.rank.is_some() || args.alpha.is_some()) {
+                return Err(Error::InvalidArgument(format!(
+                    "--rank/--alpha apply to LoRA, not --method {}",
+                    method.cli_name()
+                )));
+            }
+            new_adapter(&dims, &spec, args.seed)?
+        }
+    };
+    if let AnyAdapter::Lora(l) = &mut adapter {
+        if let Some(p) = args.dropout {
+            l.set_dropout(p)?;
+        }
+        l.set_dropout_seed(args.seed);
+    }
+    let n_virtual = match &adapter {
+        AnyAdapter::Prefix(p) => p.num_virtual_tokens(),
+        AnyAdapter::Prompt(p) => p.num_virtual_tokens(),
+        _ => 0,
+    };
+    if args.seq_len + n_virtual > model.config.n_ctx_train {
+        return Err(Error::InvalidArgument(format!(
+            "--seq-len {} (+{n_virtual} virtual tokens) exceeds the model's context of {} tokens",
+            args.seq_len, model.config.n_ctx_train
+        )));
+    }
+
+    let data_opts = DataOptions {
+        seq_len: args.seq_len,
+        pack: false,
+        train_on_prompt: args.train_on_prompt,
+        shuffle: !args.no_shuffle,
+        seed: args.seed,
+        val_split: args.val_split,
+    };
+    let prepared = data::load(&args.data, &tok, chat.as_ref(), &data_opts)?;
+    for w in prepared.stats.warnings(args.seq_len) {
+        eprintln!("warning: {w}");
+    }
+    let pad = data::pad_id(&tok);
+    let val: Vec<MicroBatch> = data::eval_batches(&prepared.val, args.batch_size, pad)
+        .map(|b| micro_batch(&b))
+        .collect::<Result<_>>()?;
+    let batcher = Batcher::new(
+        prepared.train,
+        BatchOptions {
+            batch_size: args.batch_size,
+            shuffle: !args.no_shuffle,
+            seed: args.seed,
+            pad_id: pad,
+        },
+    )?;
+    let total_steps = match args.steps {
+        Some(s) => s,
+        None => args.epochs.unwrap_or(1) * batcher.steps_per_epoch(args.grad_accum) as u64,
+    };
+    eprintln!(
+        "training {} adapter ({} parameters) on {} sequences ({} tokens, {} validation): {total_steps} steps, {threads} threads",
+        adapter.as_adapter().method().cli_name(),
+        adapter.as_adapter().params().n_values(),
+        prepared.stats.train_sequences,
+        prepared.stats.train_tokens,
+        prepared.stats.val_sequences,
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping after this step (Ctrl-C again to quit at once)");
+        })
+        .map_err(|e| Error::InvalidArgument(format!("installing the Ctrl-C handler: {e}")))?;
+    }
+    let opts = TrainOptions {
+        total_steps,
+        grad_accum: args.grad_accum,
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        schedule,
+        warmup_steps: args.warmup_steps,
+        max_grad_norm: args.max_grad_norm,
+        eval_every: args.eval_every,
+        checkpoint_every: args.checkpoint_every,
+        seed: args.seed,
+        out_dir: args.out.clone(),
+        stop: Some(stop),
+    };
+    let mut objective = LlamaObjective {
+        model: &model,
+        mode: ActivationMode::Full,
+    };
+    let mut progress = StepProgress::new(total_steps);
+    let outcome = train(
+        &mut objective,
+        &mut BatcherSource(batcher),
+        &mut adapter,
+        &val,
+        &opts,
+        args.resume.as_deref(),
+        &mut |m| progress.step(m),
+    );
+    progress.finish();
+    let outcome = outcome?;
+    if outcome.interrupted {
+        let ckpt = outcome.last_checkpoint.unwrap_or_default();
+        eprintln!(
+            "stopped at step {}; resume with --resume {}",
+            outcome.steps,
+            ckpt.display()
+        );
+    } else {
+        let last = outcome.last.map_or(String::new(), |m| {
+            format!(", last loss {:.4}", m.eval_loss.unwrap_or(m.loss))
+        });
+        eprintln!(
+            "done: {} steps{last}; adapter written to {}",
+            outcome.steps,
+            args.out.display()
+        );
+    }
+    Ok(())
+}
+
+/// A bar on a terminal (loss, tokens/s, ETA, memory), one plain line per step otherwise.
+struct StepProgress {
+    bar: Option<ProgressBar>,
+    total: u64,
+    started: Instant,
+    first_step: Option<u64>,
+}
+
+impl StepProgress {
+    fn new(total: u64) -> StepProgress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total);
+            if let Ok(style) =
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} ETA {eta} {msg}")
+            {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_prefix("train");
+            bar
+        });
+        StepProgress {
+            bar,
+            total,
+            started: Instant::now(),
+            first_step: None,
+        }
+    }
+
+    fn step(&mut self, m: &StepMetrics) {
+        let first = *self.first_step.get_or_insert(m.step - 1);
+        let done = m.step - first;
+        let eta = self.started.elapsed().as_secs_f64() / done as f64 * (self.total - m.step) as f64;
+        let eval = m
+            .eval_loss
+            .map_or(String::new(), |e| format!(" eval {e:.4}"));
+        let msg = format!(
+            "loss {:.4}{eval} | {:.0} tok/s | {} MiB",
+            m.loss,
+            m.tokens_per_sec,
+            m.rss_anon_bytes >> 20
+        );
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(m.step);
+                bar.set_message(msg);
+            }
+            None => eprintln!(
+                "step {}/{} {msg} | lr {:.3e} | grad norm {:.3} | ETA {:.0}s",
+                m.step, self.total, m.lr, m.grad_norm, eta
+            ),
+        }
+    }
+
+    fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

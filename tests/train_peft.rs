@@ -1,0 +1,154 @@
+//! Does training match PEFT? SmolLM2-135M-Instruct (the Q4_1 GGUF transformers also reads), a
+//! LoRA adapter PEFT saved with non-zero weights everywhere, the same pre-tokenized sequences read
+//! through our data pipeline, batch 2 x accumulation 2 (token-weighted loss over sequences of
+//! different lengths), AdamW with weight decay, cosine schedule with warmup, clipping that bites
+//! on most steps. Fixtures: scripts/reference/make_train_fixtures.py (transformers + peft).
+
+use edgetune::adapters::{load_peft_dir, AnyAdapter};
+use edgetune::backend::cpu::CpuBackend;
+use edgetune::data::{self, BatchOptions, Batcher, DataOptions};
+use edgetune::gguf::GgufFile;
+use edgetune::model::{ActivationMode, Llama};
+use edgetune::tokenizer::Tokenizer;
+use edgetune::train::data::BatcherSource;
+use edgetune::train::model::{model_dims, LlamaObjective};
+use edgetune::train::{read_metrics, train, TrainOptions};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixtures() -> PathBuf {
+    root().join("tests/fixtures/train")
+}
+
+fn norm(v: impl Iterator<Item = f64>) -> f64 {
+    v.map(|x| x * x).sum::<f64>().sqrt()
+}
+
+fn params(a: &AnyAdapter) -> Vec<(String, Vec<f32>)> {
+    a.as_adapter()
+        .params()
+        .iter()
+        .map(|p| (p.name().to_string(), p.data().to_vec()))
+        .collect()
+}
+
+#[test]
+fn lora_training_matches_peft() {
+    let run: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("lora_run.json")).unwrap())
+            .unwrap();
+    let model_path = root().join("models").join(run["model"].as_str().unwrap());
+    let file = GgufFile::open(&model_path).unwrap();
+    let model = Llama::new(&file, Arc::new(CpuBackend::new(2).unwrap())).unwrap();
+    let dims = model_dims(&model.config);
+    let tok = Tokenizer::from_gguf(file.header()).unwrap();
+
+    let init = load_peft_dir(&fixtures().join("lora_init"), &dims).unwrap();
+    let mut adapter = load_peft_dir(&fixtures().join("lora_init"), &dims).unwrap();
+    let peft_final = load_peft_dir(&fixtures().join("lora_final"), &dims).unwrap();
+
+    let opts = DataOptions {
+        seq_len: 64,
+        shuffle: false,
+        ..DataOptions::default()
+    };
+    let prepared = data::load(&fixtures().join("sequences.jsonl"), &tok, None, &opts).unwrap();
+    let batch_size = run["batch_size"].as_u64().unwrap() as usize;
+    let batcher = Batcher::new(
+        prepared.train,
+        BatchOptions {
+            batch_size,
+            shuffle: false,
+            seed: 42,
+            pad_id: data::pad_id(&tok),
+        },
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut o = TrainOptions::new(run["steps"].as_u64().unwrap(), tmp.path());
+    o.grad_accum = run["grad_accum"].as_u64().unwrap() as usize;
+    o.lr = run["lr"].as_f64().unwrap();
+    o.weight_decay = run["weight_decay"].as_f64().unwrap();
+    o.schedule = run["lr_schedule"].as_str().unwrap().parse().unwrap();
+    o.warmup_steps = run["warmup_steps"].as_u64().unwrap();
+    o.max_grad_norm = run["max_grad_norm"].as_f64().unwrap();
+    let mut objective = LlamaObjective {
+        model: &model,
+        mode: ActivationMode::Full,
+    };
+    train(
+        &mut objective,
+        &mut BatcherSource(batcher),
+        &mut adapter,
+        &[],
+        &o,
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+
+    let ours = read_metrics(&tmp.path().join("metrics.jsonl")).unwrap();
+    let theirs = run["steps_log"].as_array().unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    let mut worst_loss = 0f64;
+    for (m, t) in ours.iter().zip(theirs) {
+        let loss = t["loss"].as_f64().unwrap();
+        let rel = (m.loss - loss).abs() / loss.abs();
+        worst_loss = worst_loss.max(rel);
+        assert!(
+            rel <= 1e-4,
+            "step {}: loss {} vs PEFT {loss} (rel {rel:.2e})",
+            m.step,
+            m.loss
+        );
+        let gn = t["grad_norm"].as_f64().unwrap();
+        assert!(
+            (m.grad_norm - gn).abs() <= 1e-3 * gn,
+            "step {}: grad norm {} vs PEFT {gn}",
+            m.step,
+            m.grad_norm
+        );
+        let lr = t["lr"].as_f64().unwrap();
+        assert!(
+            (m.lr - lr).abs() <= 1e-12,
+            "step {}: lr {} vs {lr}",
+            m.step,
+            m.lr
+        );
+    }
+    assert!(
+        ours.iter()
+            .filter(|m| m.grad_norm > o.max_grad_norm)
+            .count()
+            >= 2,
+        "clipping is exercised"
+    );
+
+    let mut worst = (0f64, String::new());
+    for (((name, ours), (_, p)), (_, i)) in params(&adapter)
+        .iter()
+        .zip(params(&peft_final))
+        .zip(params(&init))
+    {
+        let diff = norm(ours.iter().zip(&p).map(|(a, b)| (a - b) as f64));
+        let update = norm(p.iter().zip(&i).map(|(a, b)| (a - b) as f64));
+        assert!(update > 0.0, "{name}: PEFT did not change it");
+        let rel = diff / update;
+        if rel > worst.0 {
+            worst = (rel, name.clone());
+        }
+    }
+    eprintln!(
+        "worst per-step loss rel diff {worst_loss:.2e}; worst tensor |ours-PEFT|/|PEFT update| {:.2e} ({})",
+        worst.0, worst.1
+    );
+    assert!(worst.0 <= 1e-3, "{}: rel diff {:.2e}", worst.1, worst.0);
+    // The written adapter is the trained one.
+    let written = load_peft_dir(tmp.path(), &dims).unwrap();
+    assert_eq!(params(&written), params(&adapter));
+}
