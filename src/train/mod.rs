@@ -321,13 +321,13 @@ pub fn train(
             optimizer.step(&mut values, &grads, lr)?;
         }
         state.step = step;
+        let step_s = step_start.elapsed().as_secs_f64();
         let eval_loss =
             if !val.is_empty() && (step.is_multiple_of(eval_every) || step == opts.total_steps) {
                 Some(evaluate(objective, adapter, val)?)
             } else {
                 None
             };
-        let step_s = step_start.elapsed().as_secs_f64();
         state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
         let m = StepMetrics {
             step,
