@@ -32,6 +32,14 @@ pub enum Error {
     /// A chat template that is missing, does not compile, or fails while rendering.
     #[error("chat template: {0}")]
     ChatTemplate(String),
+    /// Training data that cannot be used, as `FILE:LINE: what` (`LINE` is 1-based; absent when the
+    /// problem is the file as a whole). `msg` may list further bad lines after the first.
+    #[error("{}{}: {msg}", .path.display(), .line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Data {
+        path: PathBuf,
+        line: Option<usize>,
+        msg: String,
+    },
     /// Any error, tagged with the file it came from.
     #[error("{}: {source}", path.display())]
     InFile {

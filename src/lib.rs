@@ -9,6 +9,7 @@ pub mod adapters;
 pub mod backend;
 pub mod chat;
 pub mod cpu;
+pub mod data;
 pub mod error;
 pub mod gguf;
 pub mod model;
