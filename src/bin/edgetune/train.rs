@@ -164,20 +164,31 @@ pub fn run(args: Args) -> Result<()> {
                 rslora: args.rslora,
                 num_virtual_tokens: args.num_virtual_tokens.unwrap_or(d.num_virtual_tokens),
             };
-            if method != Method::Lora && (args.rank.is_some() || args.alpha.is_some()) {
+            if method != Method::Lora
+                && (args.rank.is_some() || args.alpha.is_some() || args.rslora)
+            {
                 return Err(Error::InvalidArgument(format!(
-                    "--rank/--alpha apply to LoRA, not --method {}",
+                    "--rank/--alpha/--rslora apply to LoRA, not --method {}",
                     method.cli_name()
                 )));
             }
             new_adapter(&dims, &spec, args.seed)?
         }
     };
-    if let AnyAdapter::Lora(l) = &mut adapter {
-        if let Some(p) = args.dropout {
-            l.set_dropout(p)?;
+    match &mut adapter {
+        AnyAdapter::Lora(l) => {
+            if let Some(p) = args.dropout {
+                l.set_dropout(p)?;
+            }
+            l.set_dropout_seed(args.seed);
         }
-        l.set_dropout_seed(args.seed);
+        a if args.dropout.is_some() => {
+            return Err(Error::InvalidArgument(format!(
+                "--dropout applies to LoRA, not {}",
+                a.as_adapter().method().cli_name()
+            )))
+        }
+        _ => {}
     }
     let n_virtual = match &adapter {
         AnyAdapter::Prefix(p) => p.num_virtual_tokens(),

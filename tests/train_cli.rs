@@ -1,0 +1,209 @@
+//! Does `edgetune train` keep its command-line contract (DESIGN.md)? metrics.jsonl fields, a PEFT
+//! directory as output, checkpoints that resume exactly (with dropout, shuffling, accumulation
+//! and evaluation on), and clear errors for bad input. Runs on SmolLM2-135M with short sequences.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tiny_model() -> PathBuf {
+    root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// Short pre-tokenized sequences, some with a masked prompt.
+fn write_data(dir: &Path) -> PathBuf {
+    let path = dir.join("data.jsonl");
+    let mut text = String::new();
+    for s in 0..12u32 {
+        let n = 6 + (s as usize * 7) % 20;
+        let ids: Vec<u32> = (0..n as u32).map(|t| (s * 37 + t * 11) % 256).collect();
+        let labels: Vec<i64> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| if i < (s as usize % 4) { -100 } else { v as i64 })
+            .collect();
+        text += &serde_json::json!({ "input_ids": ids, "labels": labels }).to_string();
+        text.push('\n');
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn edgetune(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_edgetune"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn metrics(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn untimed(mut m: serde_json::Value) -> serde_json::Value {
+    for k in ["tokens_per_sec", "elapsed_s", "rss_anon_bytes"] {
+        m.as_object_mut().unwrap().remove(k);
+    }
+    m
+}
+
+#[test]
+fn train_writes_metrics_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let common = [
+        "--data",
+        s(&data),
+        "--dropout",
+        "0.1",
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--grad-accum",
+        "2",
+        "--seq-len",
+        "24",
+        "--lr",
+        "1e-2",
+        "--lr-schedule",
+        "cosine",
+        "--warmup-steps",
+        "2",
+        "--val-split",
+        "0.2",
+        "--eval-every",
+        "2",
+        "--checkpoint-every",
+        "2",
+        "--threads",
+        "2",
+    ];
+    let model = tiny_model();
+    let mut args = vec![
+        "train",
+        s(&model),
+        "-o",
+        s(&a),
+        "--targets",
+        "all-linear",
+        "--rank",
+        "4",
+    ];
+    args.extend(common);
+    let (ok, err) = edgetune(&args);
+    assert!(ok, "{err}");
+    let straight = metrics(&a);
+    assert_eq!(straight.len(), 4);
+    let keys: Vec<&str> = straight[1]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    let mut want = vec![
+        "step",
+        "loss",
+        "lr",
+        "grad_norm",
+        "tokens",
+        "tokens_per_sec",
+        "elapsed_s",
+        "rss_anon_bytes",
+        "eval_loss",
+    ];
+    want.sort();
+    let mut got = keys.clone();
+    got.sort();
+    assert_eq!(got, want, "step 2 is evaluated");
+    assert!(straight[0].get("eval_loss").is_none());
+    assert!(straight[0]["rss_anon_bytes"].as_u64().unwrap() > 0);
+    assert!(a.join("adapter_config.json").exists());
+    let ckpt = a.join("checkpoints/step-2");
+    for f in [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "optimizer.safetensors",
+        "trainer_state.json",
+    ] {
+        assert!(ckpt.join(f).exists(), "{f}");
+    }
+
+    // The adapter's shape comes from the checkpoint; the other settings are repeated.
+    let mut args = vec!["train", s(&model), "-o", s(&b), "--resume", s(&ckpt)];
+    args.extend(common);
+    let (ok, err) = edgetune(&args);
+    assert!(ok, "{err}");
+    let resumed = metrics(&b);
+    assert_eq!(resumed.len(), 2);
+    for (r, s) in resumed.into_iter().zip(&straight[2..]) {
+        assert_eq!(untimed(r), untimed(s.clone()));
+    }
+    let file = |d: &Path| std::fs::read(d.join("adapter_model.safetensors")).unwrap();
+    assert_eq!(file(&a), file(&b));
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let masked = tmp.path().join("masked.jsonl");
+    std::fs::write(
+        &masked,
+        "{\"input_ids\": [1, 2, 3], \"labels\": [-100, -100, -100]}\n",
+    )
+    .unwrap();
+    let other_model = root().join("tests/fixtures/adapters/lora");
+    let out = tmp.path().join("out");
+    let model = tiny_model();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--targets", "q_proj,qproj"], "qproj"),
+        (&["--rank", "0"], "rank is 0"),
+        (&["--seq-len", "100000"], "context of 8192"),
+        (&["--steps", "0"], "at least 1 step"),
+        (&["--method", "ia3", "--rank", "4"], "apply to LoRA"),
+        (&["--method", "dora"], "dora"),
+        (&["--lr-schedule", "step"], "step"),
+        (&["--init-adapter", s(&other_model)], "shape"),
+        (
+            &["--init-adapter", s(&other_model), "--rank", "4"],
+            "cannot be combined",
+        ),
+    ];
+    for (extra, want) in cases {
+        let mut args = vec![
+            "train",
+            s(&model),
+            "--data",
+            s(&data),
+            "-o",
+            s(&out),
+            "--steps",
+            "1",
+        ];
+        if extra.contains(&"--steps") {
+            args.truncate(args.len() - 2);
+        }
+        args.extend(*extra);
+        let (ok, err) = edgetune(&args);
+        assert!(!ok && err.contains(want), "{extra:?}: {err}");
+    }
+    let (ok, err) = edgetune(&["train", s(&model), "--data", s(&masked), "-o", s(&out)]);
+    assert!(!ok && err.contains("no usable example"), "{err}");
+}
