@@ -1,8 +1,8 @@
-//! Does training match PEFT? SmolLM2-135M-Instruct (the Q4_1 GGUF transformers also reads), a
-//! LoRA adapter PEFT saved with non-zero weights everywhere, the same pre-tokenized sequences read
-//! through our data pipeline, batch 2 x accumulation 2 (token-weighted loss over sequences of
-//! different lengths), AdamW with weight decay, cosine schedule with warmup, clipping that bites
-//! on most steps. Fixtures: scripts/reference/make_train_fixtures.py (transformers + peft).
+//! Does training match PEFT? SmolLM2-135M-Instruct (the Q4_1 GGUF transformers also reads), an
+//! adapter PEFT saved with non-zero weights everywhere, the same pre-tokenized sequences read
+//! through our data pipeline, AdamW with weight decay, cosine schedule with warmup, clipping that
+//! bites on most steps; for LoRA also batch 2 x accumulation 2 (token-weighted loss over sequences
+//! of different lengths). Fixtures: scripts/reference/make_train_fixtures.py (transformers + peft).
 
 use edgetune::adapters::{load_peft_dir, AnyAdapter};
 use edgetune::backend::cpu::CpuBackend;
@@ -37,20 +37,34 @@ fn params(a: &AnyAdapter) -> Vec<(String, Vec<f32>)> {
         .collect()
 }
 
-#[test]
-fn lora_training_matches_peft() {
-    let run: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("lora_run.json")).unwrap())
-            .unwrap();
+macro_rules! peft_parity {
+    ($($test:ident: $name:literal,)*) => {$(
+        #[test]
+        fn $test() {
+            training_matches_peft($name);
+        }
+    )*};
+}
+
+peft_parity! {
+    lora_training_matches_peft: "lora",
+    ia3_training_matches_peft: "ia3",
+    prefix_training_matches_peft: "prefix",
+    prompt_training_matches_peft: "prompt",
+}
+
+fn training_matches_peft(name: &str) {
+    let read = |f: String| std::fs::read_to_string(fixtures().join(f)).unwrap();
+    let run: Value = serde_json::from_str(&read(format!("{name}_run.json"))).unwrap();
     let model_path = root().join("models").join(run["model"].as_str().unwrap());
     let file = GgufFile::open(&model_path).unwrap();
     let model = Llama::new(&file, Arc::new(CpuBackend::new(2).unwrap())).unwrap();
     let dims = model_dims(&model.config);
     let tok = Tokenizer::from_gguf(file.header()).unwrap();
 
-    let init = load_peft_dir(&fixtures().join("lora_init"), &dims).unwrap();
-    let mut adapter = load_peft_dir(&fixtures().join("lora_init"), &dims).unwrap();
-    let peft_final = load_peft_dir(&fixtures().join("lora_final"), &dims).unwrap();
+    let init = load_peft_dir(&fixtures().join(format!("{name}_init")), &dims).unwrap();
+    let mut adapter = load_peft_dir(&fixtures().join(format!("{name}_init")), &dims).unwrap();
+    let peft_final = load_peft_dir(&fixtures().join(format!("{name}_final")), &dims).unwrap();
 
     let opts = DataOptions {
         seq_len: 64,
@@ -130,21 +144,21 @@ fn lora_training_matches_peft() {
     );
 
     let mut worst = (0f64, String::new());
-    for (((name, ours), (_, p)), (_, i)) in params(&adapter)
+    for (((tensor, ours), (_, p)), (_, i)) in params(&adapter)
         .iter()
         .zip(params(&peft_final))
         .zip(params(&init))
     {
         let diff = norm(ours.iter().zip(&p).map(|(a, b)| (a - b) as f64));
         let update = norm(p.iter().zip(&i).map(|(a, b)| (a - b) as f64));
-        assert!(update > 0.0, "{name}: PEFT did not change it");
+        assert!(update > 0.0, "{tensor}: PEFT did not change it");
         let rel = diff / update;
         if rel > worst.0 {
-            worst = (rel, name.clone());
+            worst = (rel, tensor.clone());
         }
     }
     eprintln!(
-        "worst per-step loss rel diff {worst_loss:.2e}; worst tensor |ours-PEFT|/|PEFT update| {:.2e} ({})",
+        "{name}: worst per-step loss rel diff {worst_loss:.2e}; worst tensor |ours-PEFT|/|PEFT update| {:.2e} ({})",
         worst.0, worst.1
     );
     assert!(worst.0 <= 1e-3, "{}: rel diff {:.2e}", worst.1, worst.0);

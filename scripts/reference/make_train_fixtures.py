@@ -19,6 +19,9 @@ Writes tests/fixtures/train/:
                         (values are f16-representable, so both sides start from the same numbers)
   lora_final/           the adapter PEFT's run ends with (F32)
   lora_run.json         settings and per-step loss / pre-clip grad norm / lr
+  ia3_*, prefix_*, prompt_*   the same for IA3 (k, v, down; vectors 1 + N(0, 0.1)), prefix tuning
+                        (N(0, 0.1²)) and prompt tuning (N(0, 0.05²)), 4 virtual tokens, one sequence
+                        a step, lr 1e-2
 
 Usage: /work/main/.venv/bin/python scripts/reference/make_train_fixtures.py [--models models] [--out tests/fixtures/train]
 """
@@ -33,13 +36,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
-from peft import LoraConfig, get_peft_model
+from peft import IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LAYERS = [0, 1, 15, 29]
-RUN = {
-    "method": "lora",
+LORA_RUN = {
     "rank": 2,
     "alpha": 4.0,
     "steps": 6,
@@ -52,6 +54,11 @@ RUN = {
     "max_grad_norm": 0.3,
 }
 MAX_LEN = 64
+# IA3, prefix and prompt: the first 6 sequences, one a step (LoRA covers batching and accumulation).
+SMALL_RUN = dict(LORA_RUN, batch_size=1, grad_accum=1, lr=1e-2)
+del SMALL_RUN["rank"], SMALL_RUN["alpha"]
+N_VIRTUAL = 4
+PROMPT_SCALE = {}
 
 TEXT = """\
 The lighthouse keeper kept a notebook in which he wrote down, every evening, the colour of the sea.
@@ -97,11 +104,6 @@ def batch(rows, pad_id):
     return ids, labels, mask
 
 
-def f16_exact_(t):
-    with torch.no_grad():
-        t.copy_(t.half().float())
-
-
 def main():
     root = Path(__file__).resolve().parents[2]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -116,71 +118,102 @@ def main():
     base = AutoModelForCausalLM.from_pretrained(str(a.models), gguf_file=GGUF, dtype=torch.float32)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
-    n_seq = RUN["steps"] * RUN["batch_size"] * RUN["grad_accum"]
+    n_seq = LORA_RUN["steps"] * LORA_RUN["batch_size"] * LORA_RUN["grad_accum"]
     seqs = sequences(tok, n_seq, rng)
 
-    cfg = LoraConfig(
-        r=RUN["rank"],
-        lora_alpha=RUN["alpha"],
-        lora_dropout=0.0,
-        target_modules=TARGETS,
-        layers_to_transform=LAYERS,
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(base, cfg)
-    for name, p in model.named_parameters():
+    train_run("lora", LORA_RUN, get_peft_model(base, lora_config()), seqs, pad_id, a.out)
+    base = AutoModelForCausalLM.from_pretrained(str(a.models), gguf_file=GGUF, dtype=torch.float32)
+    train_run("ia3", SMALL_RUN, get_peft_model(base, IA3Config(
+        target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"],
+        task_type="CAUSAL_LM")), seqs, pad_id, a.out)
+    base = AutoModelForCausalLM.from_pretrained(str(a.models), gguf_file=GGUF, dtype=torch.float32)
+    train_run("prefix", SMALL_RUN, get_peft_model(base, PrefixTuningConfig(
+        num_virtual_tokens=N_VIRTUAL, task_type="CAUSAL_LM")), seqs, pad_id, a.out)
+    base = AutoModelForCausalLM.from_pretrained(str(a.models), gguf_file=GGUF, dtype=torch.float32)
+    train_run("prompt", SMALL_RUN, get_peft_model(base, PromptTuningConfig(
+        num_virtual_tokens=N_VIRTUAL, task_type="CAUSAL_LM")), seqs, pad_id, a.out)
+    with open(a.out / "sequences.jsonl", "w") as f:
+        for s in seqs:
+            f.write(json.dumps(s) + "\n")
+
+
+def lora_config():
+    return LoraConfig(r=LORA_RUN["rank"], lora_alpha=LORA_RUN["alpha"], lora_dropout=0.0,
+                      target_modules=TARGETS, layers_to_transform=LAYERS, task_type="CAUSAL_LM")
+
+
+def randomize_(name, p, gen):
+    """Non-trivial starting values (f16-representable so the F16 file both sides load is exact)."""
+    with torch.no_grad():
         if "lora_B" in name:
-            with torch.no_grad():
-                p.normal_(0.0, 0.02)
+            p.normal_(0.0, 0.02, generator=gen)
+        elif "ia3_l" in name:
+            p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+        elif "prompt_encoder" in name and PROMPT_SCALE.get("scale"):
+            p.copy_(PROMPT_SCALE["scale"] * torch.randn(p.shape, generator=gen))
+        p.copy_(p.half().float())
+
+
+def train_run(name, run, model, seqs, pad_id, out):
+    gen = torch.Generator().manual_seed(1234)
+    is_prompt = name == "prompt"
+    # Prompt embeddings at the scale of token embeddings; prefix keys/values at 0.1 (PEFT's N(0, 1)
+    # keys saturate attention to the prefix, where the loss is so ill-conditioned that f32 rounding
+    # differences between two correct implementations grow to percent-level gradient differences
+    # within a few steps).
+    PROMPT_SCALE["scale"] = {"prompt": 0.05, "prefix": 0.1}.get(name)
+    for pname, p in model.named_parameters():
         if p.requires_grad:
-            f16_exact_(p)
-    a.out.mkdir(parents=True, exist_ok=True)
-    init_dir = a.out / "lora_init"
+            randomize_(pname, p, gen)
+    init_dir = out / f"{name}_init"
     shutil.rmtree(init_dir, ignore_errors=True)
     model.save_pretrained(init_dir)
+    (init_dir / "README.md").unlink(missing_ok=True)
     st = init_dir / "adapter_model.safetensors"
     save_file({k: v.half() for k, v in load_file(st).items()}, st, metadata={"format": "pt"})
-    (init_dir / "README.md").unlink(missing_ok=True)
 
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=RUN["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=RUN["weight_decay"])
-    sched = get_cosine_schedule_with_warmup(opt, RUN["warmup_steps"], RUN["steps"])
+    opt = torch.optim.AdamW(params, lr=run["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=run["weight_decay"])
+    sched = get_cosine_schedule_with_warmup(opt, run["warmup_steps"], run["steps"])
     model.train()
     steps = []
-    per_step = RUN["batch_size"] * RUN["grad_accum"]
-    for s in range(RUN["steps"]):
+    per_step = run["batch_size"] * run["grad_accum"]
+    for s in range(run["steps"]):
         rows = seqs[s * per_step:(s + 1) * per_step]
-        micro = [batch(rows[k:k + RUN["batch_size"]], pad_id) for k in range(0, per_step, RUN["batch_size"])]
-        n_items = sum(int((lab[:, 1:] != -100).sum()) for _, lab, _ in micro)
+        micro = [batch(rows[k:k + run["batch_size"]], pad_id) for k in range(0, per_step, run["batch_size"])]
+        # Prompt tuning: the last virtual token predicts label 0, so it counts too (FORMATS.md II §4.4).
+        first = 0 if is_prompt else 1
+        n_items = sum(int((lab[:, first:] != -100).sum()) for _, lab, _ in micro)
         total = 0.0
         for ids, lab, mask in micro:
             logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            if is_prompt:
+                lab = torch.cat([torch.full((lab.shape[0], N_VIRTUAL), -100), lab], dim=1)
             shift = torch.nn.functional.pad(lab, (0, 1), value=-100)[:, 1:]
             ce = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), shift.reshape(-1), ignore_index=-100, reduction="sum"
             )
             (ce / n_items).backward()
             total += float(ce.detach())
-        norm = torch.nn.utils.clip_grad_norm_(params, RUN["max_grad_norm"])
+        norm = torch.nn.utils.clip_grad_norm_(params, run["max_grad_norm"])
         lr = sched.get_last_lr()[0]
         opt.step()
         sched.step()
         opt.zero_grad()
         steps.append({"step": s + 1, "loss": total / n_items, "grad_norm": float(norm), "lr": lr, "targets": n_items})
-        print(steps[-1])
+        print(name, steps[-1])
 
-    final_dir = a.out / "lora_final"
+    final_dir = out / f"{name}_final"
     shutil.rmtree(final_dir, ignore_errors=True)
     model.save_pretrained(final_dir)
     (final_dir / "README.md").unlink(missing_ok=True)
-    with open(a.out / "sequences.jsonl", "w") as f:
-        for s in seqs:
-            f.write(json.dumps(s) + "\n")
-    run = dict(RUN, targets=TARGETS, layers=LAYERS, model=GGUF, steps_log=steps,
-               generated_by="scripts/reference/make_train_fixtures.py",
-               torch=torch.__version__, transformers=__import__("transformers").__version__,
-               peft=__import__("peft").__version__)
-    (a.out / "lora_run.json").write_text(json.dumps(run, indent=1) + "\n")
+    meta = dict(run, method=name, model=GGUF, steps_log=steps,
+                generated_by="scripts/reference/make_train_fixtures.py",
+                torch=torch.__version__, transformers=__import__("transformers").__version__,
+                peft=__import__("peft").__version__)
+    if name == "lora":
+        meta.update(targets=TARGETS, layers=LAYERS)
+    (out / f"{name}_run.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
 if __name__ == "__main__":
