@@ -145,7 +145,7 @@ fn bad_inference_input_is_a_clear_error() {
     std::fs::write(&bad, "{\"input_ids\": [1, 99999999]}\n").unwrap();
     let empty = dir.path().join("empty.txt");
     std::fs::write(&empty, "").unwrap();
-    let long = format!("{}", "word ".repeat(9000));
+    let long = "word ".repeat(9000);
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["perplexity", m, "--data", bad.to_str().unwrap()],
