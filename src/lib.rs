@@ -17,6 +17,7 @@ pub mod npy;
 pub mod optim;
 pub mod quant;
 pub mod quantize;
+pub mod rng;
 pub mod tokenizer;
 pub mod train;
 pub mod util;

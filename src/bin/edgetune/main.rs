@@ -1,6 +1,9 @@
 //! The `edgetune` command line: a thin shell over the library (DESIGN.md, "Command line").
 
+mod common;
+mod generate;
 mod inspect;
+mod perplexity;
 mod progress;
 mod quantize;
 mod tokenize;
@@ -32,6 +35,10 @@ enum Command {
     Quantize(quantize::Args),
     /// Turn text into token ids with the model's own tokenizer (from its GGUF metadata).
     Tokenize(tokenize::Args),
+    /// Generate text from a prompt (greedy or sampled), streaming tokens as they come.
+    Generate(generate::Args),
+    /// Measure a model's perplexity (mean negative log-likelihood) on text or token data.
+    Perplexity(perplexity::Args),
     /// Fine-tune an adapter (LoRA, IA3, prefix, prompt) on a JSONL or .txt file.
     Train(Box<train::Args>),
 }
@@ -42,6 +49,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Tokenize(args) => tokenize::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Perplexity(args) => perplexity::run(args),
         Command::Train(args) => train::run(*args),
     };
     match result {

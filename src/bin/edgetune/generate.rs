@@ -1,0 +1,126 @@
+//! `edgetune generate MODEL -p PROMPT [--chat] [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S]`
+
+use crate::common;
+use edgetune::chat::{ChatTemplate, Message};
+use edgetune::gguf::GgufFile;
+use edgetune::model::generate::{generate, GenerateParams};
+use edgetune::{Error, Result};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Tokens are printed as they are generated. Generation stops after -n tokens, \
+at the model's end-of-generation token (EOS/EOT), or at the end of the context. Timing goes to \
+standard error."
+)]
+pub struct Args {
+    /// The GGUF model.
+    model: PathBuf,
+    /// The prompt text.
+    #[arg(short = 'p', long)]
+    prompt: String,
+    /// Wrap the prompt as a user message in the model's chat template (with the generation prompt).
+    #[arg(long)]
+    chat: bool,
+    /// Most tokens to generate.
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 128)]
+    n: usize,
+    /// Sampling temperature; 0 (the default) is greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Sample only from the K most likely tokens (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Sample from the smallest set of tokens whose probability reaches P (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let file = GgufFile::open(&args.model)?;
+    let tok = common::tokenizer(&args.model, &file)?;
+    let model = common::model(
+        &args.model,
+        &file,
+        common::backend(common::threads(args.threads))?,
+    )?;
+    let prompt_ids = if args.chat {
+        let template =
+            ChatTemplate::from_gguf(file.header()).map_err(|e| e.in_file(&args.model))?;
+        let text = template.render(&[Message::new("user", args.prompt.clone())], true)?;
+        // The rendered template already holds any BOS it wants, as transformers does.
+        tok.encode(&text, false)?
+    } else {
+        tok.encode(&args.prompt, true)?
+    };
+    if prompt_ids.is_empty() {
+        return Err(Error::InvalidArgument("the prompt is empty".into()));
+    }
+    let vocab = tok.vocab_size() as u32;
+    let stop_tokens: Vec<u32> = (0..vocab)
+        .filter(|&id| tok.is_end_of_generation(id))
+        .collect();
+    let params = GenerateParams {
+        max_tokens: args.n,
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+        stop_tokens,
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut write_error = None;
+    let start = Instant::now();
+    let mut first_token_at = None;
+    let generated = generate(&model, &prompt_ids, &params, &mut |id| {
+        first_token_at.get_or_insert_with(Instant::now);
+        match tok.token_to_piece(id) {
+            Ok(bytes) => pending.extend_from_slice(&bytes),
+            Err(e) => {
+                write_error = Some(e);
+                return false;
+            }
+        }
+        // Print the longest valid UTF-8 prefix; keep an incomplete character for the next token.
+        let valid = match std::str::from_utf8(&pending) {
+            Ok(s) => s.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => pending.len(),
+        };
+        let r = out.write_all(&pending[..valid]).and_then(|_| out.flush());
+        pending.drain(..valid);
+        if let Err(e) = r {
+            write_error = Some(Error::io("writing to standard output", e));
+            return false;
+        }
+        true
+    })?;
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    let _ = out.write_all(&pending);
+    let _ = writeln!(out);
+    let total = start.elapsed().as_secs_f64();
+    let prompt_s = first_token_at.map_or(total, |t| (t - start).as_secs_f64());
+    let gen_s = (total - prompt_s).max(1e-9);
+    eprintln!(
+        "prompt: {} tokens in {:.2} s ({:.1} tokens/s); generated {} tokens in {:.2} s ({:.1} tokens/s)",
+        prompt_ids.len(),
+        prompt_s,
+        prompt_ids.len() as f64 / prompt_s.max(1e-9),
+        generated.len(),
+        gen_s,
+        generated.len().saturating_sub(1) as f64 / gen_s
+    );
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! Do `edgetune generate` and `edgetune perplexity` reproduce transformers on the real model?
+//! Reference: tests/fixtures/model/smollm2/manifest.json (scripts/reference/make_model_fixtures.py:
+//! transformers on the same GGUF, f32): per-sequence mean NLL and greedy continuations.
+
+use edgetune::gguf::GgufFile;
+use edgetune::tokenizer::Tokenizer;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn smollm2() -> PathBuf {
+    let p = root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/fetch-models.sh",
+        p.display()
+    );
+    p
+}
+
+fn manifest() -> serde_json::Value {
+    let p = root().join("tests/fixtures/model/smollm2/manifest.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn edgetune(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_edgetune"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn perplexity_json_matches_transformers_nll() {
+    let m = manifest();
+    let seqs = m["sequences"].as_array().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("seqs.jsonl");
+    let lines: Vec<String> = seqs
+        .iter()
+        .map(|s| serde_json::json!({ "input_ids": s }).to_string())
+        .collect();
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let model = smollm2();
+    let (ok, out, err) = edgetune(&[
+        "perplexity",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let got: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let tokens: usize = seqs.iter().map(|s| s.as_array().unwrap().len() - 1).sum();
+    assert_eq!(got["tokens"].as_u64().unwrap() as usize, tokens);
+    // All sequences have the same length, so the token mean is the mean of the per-sequence means.
+    let per_seq: Vec<f64> = m["mean_nll"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let want = per_seq.iter().sum::<f64>() / per_seq.len() as f64;
+    let mean = got["mean_nll"].as_f64().unwrap();
+    assert!(
+        ((mean - want) / want).abs() <= 1e-4,
+        "mean NLL {mean} vs transformers {want}"
+    );
+    let ppl = got["ppl"].as_f64().unwrap();
+    assert!(
+        (ppl - mean.exp()).abs() <= 1e-9 * ppl,
+        "ppl {ppl} should be exp(mean_nll)"
+    );
+}
+
+#[test]
+fn greedy_generation_streams_transformers_tokens() {
+    let model = smollm2();
+    let file = GgufFile::open(&model).unwrap();
+    let tok = Tokenizer::from_gguf(file.header()).unwrap();
+    let m = manifest();
+    for case in m["greedy"].as_array().unwrap().iter().take(3) {
+        let ids = |k: &str| -> Vec<u32> {
+            case[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect()
+        };
+        let prompt = tok.decode(&ids("prompt")).unwrap();
+        assert_eq!(
+            tok.encode(&prompt, false).unwrap(),
+            ids("prompt"),
+            "prompt text must round-trip"
+        );
+        let cont = ids("continuation");
+        let stop = cont
+            .iter()
+            .position(|&t| tok.is_end_of_generation(t))
+            .unwrap_or(cont.len());
+        let want = tok.decode(&cont[..stop]).unwrap();
+        let n = cont.len().to_string();
+        let (ok, out, err) =
+            edgetune(&["generate", model.to_str().unwrap(), "-p", &prompt, "-n", &n]);
+        assert!(ok, "{err}");
+        assert_eq!(out.trim_end_matches('\n'), want, "prompt {prompt:?}");
+    }
+}
+
+#[test]
+fn chat_flag_applies_the_template() {
+    let model = smollm2();
+    let (ok, out, err) = edgetune(&[
+        "generate",
+        model.to_str().unwrap(),
+        "--chat",
+        "-p",
+        "What is the capital of France?",
+        "-n",
+        "16",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("Paris"), "{out}");
+    assert!(
+        !out.contains("<|im_end|>"),
+        "stop token must not be printed: {out}"
+    );
+}
+
+#[test]
+fn bad_inference_input_is_a_clear_error() {
+    let model = smollm2();
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"input_ids\": [1, 99999999]}\n").unwrap();
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let long = "word ".repeat(9000);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["perplexity", m, "--data", bad.to_str().unwrap()],
+            "bad.jsonl:1: token id 99999999",
+        ),
+        (
+            vec!["perplexity", m, "--data", empty.to_str().unwrap()],
+            "no sequence",
+        ),
+        (vec!["generate", m, "-p", ""], "empty"),
+        (
+            vec!["generate", m, "-p", &long],
+            "exceeds the model's context",
+        ),
+    ];
+    for (args, needle) in cases {
+        let (ok, _, err) = edgetune(&args);
+        assert!(!ok, "{:?} should fail", &args[..2]);
+        assert!(
+            err.contains(needle),
+            "{:?}: {err:?} should contain {needle:?}",
+            &args[..2]
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
