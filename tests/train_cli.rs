@@ -207,3 +207,78 @@ fn bad_input_is_refused_with_a_clear_message() {
     let (ok, err) = edgetune(&["train", s(&model), "--data", s(&masked), "-o", s(&out)]);
     assert!(!ok && err.contains("no usable example"), "{err}");
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_with_a_checkpoint_that_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let out = tmp.path().join("out");
+    let model = tiny_model();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            s(&model),
+            "--data",
+            s(&data),
+            "-o",
+            s(&out),
+            "--steps",
+            "1000",
+            "--seq-len",
+            "16",
+            "--threads",
+            "1",
+        ];
+        args.extend(extra);
+        Command::new(env!("CARGO_BIN_EXE_edgetune"))
+            .args(&args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let child = run(&[]);
+    let metrics_file = out.join("metrics.jsonl");
+    let logged = || std::fs::read_to_string(&metrics_file).map_or(0, |t| t.matches('\n').count());
+    let started = std::time::Instant::now();
+    while logged() < 2 {
+        assert!(started.elapsed().as_secs() < 120, "no step logged");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let result = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{err}");
+    assert!(err.contains("stopped at step"), "{err}");
+    let steps = metrics(&out).len();
+    assert!(steps < 1000);
+    let ckpt = out.join(format!("checkpoints/step-{steps}"));
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ckpt.join("trainer_state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["step"], steps as u64);
+    assert!(!out.join("adapter_model.safetensors").exists());
+
+    // Resuming continues from there (stopped again after one more step).
+    let child = run(&["--resume", s(&ckpt)]);
+    while logged() <= steps {
+        assert!(
+            started.elapsed().as_secs() < 240,
+            "no step logged after resuming"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let result = child.wait_with_output().unwrap();
+    assert!(result.status.success());
+    let after = metrics(&out);
+    let numbered: Vec<u64> = after.iter().map(|m| m["step"].as_u64().unwrap()).collect();
+    assert_eq!(numbered, (1..=after.len() as u64).collect::<Vec<_>>());
+}

@@ -90,9 +90,12 @@ impl MetricsLog {
     }
 
     pub fn append(&mut self, m: &StepMetrics) -> Result<()> {
-        let line = serde_json::to_string(m)
+        let mut line = serde_json::to_string(m)
             .map_err(|e| Error::InvalidArgument(format!("step {} metrics: {e}", m.step)))?;
-        writeln!(self.file, "{line}")
+        line.push('\n');
+        // One write per line, so a reader never sees half a record.
+        self.file
+            .write_all(line.as_bytes())
             .and_then(|()| self.file.flush())
             .map_err(|e| Error::io(format!("writing {}", self.path.display()), e))
     }
