@@ -154,6 +154,17 @@ def randomize_(name, p, gen):
         p.copy_(p.half().float())
 
 
+def save_adapter(model, path):
+    """PEFT's save, without the model card and with the base model named by its file (not a local path)."""
+    shutil.rmtree(path, ignore_errors=True)
+    model.save_pretrained(path)
+    (path / "README.md").unlink(missing_ok=True)
+    cfg_path = path / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["base_model_name_or_path"] = GGUF
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
+
+
 def train_run(name, run, model, seqs, pad_id, out):
     gen = torch.Generator().manual_seed(1234)
     is_prompt = name == "prompt"
@@ -166,9 +177,7 @@ def train_run(name, run, model, seqs, pad_id, out):
         if p.requires_grad:
             randomize_(pname, p, gen)
     init_dir = out / f"{name}_init"
-    shutil.rmtree(init_dir, ignore_errors=True)
-    model.save_pretrained(init_dir)
-    (init_dir / "README.md").unlink(missing_ok=True)
+    save_adapter(model, init_dir)
     st = init_dir / "adapter_model.safetensors"
     save_file({k: v.half() for k, v in load_file(st).items()}, st, metadata={"format": "pt"})
 
@@ -203,10 +212,7 @@ def train_run(name, run, model, seqs, pad_id, out):
         steps.append({"step": s + 1, "loss": total / n_items, "grad_norm": float(norm), "lr": lr, "targets": n_items})
         print(name, steps[-1])
 
-    final_dir = out / f"{name}_final"
-    shutil.rmtree(final_dir, ignore_errors=True)
-    model.save_pretrained(final_dir)
-    (final_dir / "README.md").unlink(missing_ok=True)
+    save_adapter(model, out / f"{name}_final")
     meta = dict(run, method=name, model=GGUF, steps_log=steps,
                 generated_by="scripts/reference/make_train_fixtures.py",
                 torch=torch.__version__, transformers=__import__("transformers").__version__,
