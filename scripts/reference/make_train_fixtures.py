@@ -23,7 +23,8 @@ Writes tests/fixtures/train/:
                         (N(0, 0.1²)) and prompt tuning (N(0, 0.05²)), 4 virtual tokens, one sequence
                         a step, lr 1e-2
 
-Usage: /work/main/.venv/bin/python scripts/reference/make_train_fixtures.py [--models models] [--out tests/fixtures/train]
+Usage: PYTHONHASHSEED=0 /work/main/.venv/bin/python scripts/reference/make_train_fixtures.py [--models models] [--out tests/fixtures/train]
+(PYTHONHASHSEED=0 fixes the order of PEFT's set-valued target_modules; reruns are byte-identical.)
 """
 
 import argparse
