@@ -11,6 +11,7 @@
 //! attention arithmetic.
 
 pub mod attention;
+pub mod attention_gemm;
 pub mod cross_entropy;
 pub mod embedding;
 pub mod residual;
