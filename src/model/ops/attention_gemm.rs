@@ -12,7 +12,7 @@
 use super::attention::{
     attention_backward, attention_forward, dot, n_visible, AttnDims, AttnGrads, AttnInputs,
 };
-use super::check_len;
+use super::{check_len, vexp};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use std::ops::Range;
@@ -100,16 +100,10 @@ pub fn attention_forward_gemm(
         let (o, l) = &mut *slot;
         for (r, sr) in s.chunks_exact_mut(nv_max).enumerate() {
             let nv = n_visible(d, i0 + r);
-            let mut max = f32::NEG_INFINITY;
-            for v in &mut sr[..nv] {
-                *v *= scale;
-                max = max.max(*v);
-            }
-            let mut sum = 0f32;
-            for v in &mut sr[..nv] {
-                *v = (*v - max).exp();
-                sum += *v;
-            }
+            sr[..nv].iter_mut().for_each(|v| *v *= scale);
+            let max = vexp::max(&sr[..nv]);
+            sr[..nv].iter_mut().for_each(|v| *v = vexp::exp(*v - max));
+            let sum = vexp::sum(&sr[..nv]);
             let inv = 1.0 / sum;
             sr[..nv].iter_mut().for_each(|v| *v *= inv);
             sr[nv..].fill(0.0);
@@ -210,9 +204,10 @@ pub fn attention_backward_gemm(
                 let i = i0 + r;
                 let nv = n_visible(d, i);
                 let l = lse[i * d.n_head + h];
+                let bd = big_d[r];
                 for (pj, dj) in pr[..nv].iter_mut().zip(&mut dsr[..nv]) {
-                    *pj = (*pj * scale - l).exp();
-                    *dj = *pj * (*dj - big_d[r]) * scale;
+                    *pj = vexp::exp(*pj * scale - l);
+                    *dj = *pj * (*dj - bd) * scale;
                 }
                 pr[nv..].fill(0.0);
                 dsr[nv..].fill(0.0);

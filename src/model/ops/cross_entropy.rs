@@ -6,7 +6,7 @@
 //! recomputes each chunk's logits, turns them into `dloss[r] · (softmax − onehot)` and sends that
 //! through the backend's `linear_backward_input` to get `dhidden`.
 
-use super::{check_len, IGNORE_INDEX};
+use super::{check_len, vexp, IGNORE_INDEX};
 use crate::backend::{Backend, LinearWeight};
 use crate::error::{Error, Result};
 
@@ -121,17 +121,19 @@ fn run(
             .linear_forward(&x[..c * d], c, head.weight, &mut logits[..c * n_vocab])?;
         for (lr, &r) in logits.chunks_exact_mut(n_vocab).zip(chunk) {
             let t = targets[r] as usize;
-            let max = lr.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let sum: f64 = lr.iter().map(|&v| ((v - max) as f64).exp()).sum();
+            let target = lr[t];
+            let max = vexp::max(lr);
+            lr.iter_mut().for_each(|v| *v = vexp::exp(*v - max));
+            let sum = vexp::sum_f64(lr);
             let lse = max + sum.ln() as f32;
             if let Some(l) = losses.as_deref_mut() {
-                l[r] = lse - lr[t];
+                l[r] = lse - target;
             }
             if let Mode::Backward { dlosses, .. } = &mode {
+                // softmax · g = exp(v − max) · g / sum.
                 let g = dlosses[r];
-                for v in lr.iter_mut() {
-                    *v = (*v - lse).exp() * g;
-                }
+                let s = (g as f64 / sum) as f32;
+                lr.iter_mut().for_each(|v| *v *= s);
                 lr[t] -= g;
             }
         }

@@ -18,6 +18,7 @@ pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
 pub mod swiglu;
+mod vexp;
 
 /// Label value that marks a position without a target (Hugging Face's `ignore_index`).
 pub const IGNORE_INDEX: i32 = -100;
