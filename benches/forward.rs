@@ -7,6 +7,7 @@
 //! - `loss`: forward and the fused LM-head cross-entropy over 255 predicted rows (the NLL path),
 //! - `last`: forward and the logits of the last position only (prompt processing),
 //! - `train`: forward + backward to the input embeddings (what training runs; no weight grads),
+//! - `loss chunk256` (summary only): `loss` with `lm_chunk_rows = 256` (one LM-head product),
 //! - `gen`: generation, one token at a time (`m = 1`) through the KV cache after a 32-token prompt.
 //!
 //! FLOPs are counted as computed: `2·m·n·k` for every linear (LM head included, over the rows it
@@ -308,7 +309,19 @@ fn summary() {
         let toks = tokens(SEQ, m.config.n_vocab);
         let labels: Vec<i32> = toks.iter().map(|&t| t as i32).collect();
         let ceil = ceiling(&m, threads);
-        let rows: [(&str, f64, f64, usize); 4] = [
+        // The same loss with the whole sequence's logits at once (W decoded once, not per
+        // 64-row chunk), at the cost of a [256, n_vocab] buffer (50 MB for SmolLM2).
+        let mut wide = load(&file, threads);
+        wide.set_lm_chunk_rows(SEQ).expect("chunk rows");
+        let rows: [(&str, f64, f64, usize); 5] = [
+            (
+                "loss chunk256",
+                median_secs(reps, || {
+                    run_loss(&wide, &toks, &labels);
+                }),
+                fl.forward(SEQ, 0, SEQ - 1),
+                SEQ,
+            ),
             (
                 "loss (fw+NLL)",
                 median_secs(reps, || {
