@@ -48,4 +48,11 @@ pub trait Backend: Send + Sync {
 
     /// Threads this backend uses.
     fn threads(&self) -> usize;
+
+    /// Runs `f(0..n_tasks)` on this backend's threads (in any order, possibly concurrently);
+    /// returns the first error. Default: one after another on the caller's thread. Tasks may call
+    /// the backend's other methods.
+    fn parallel_for(&self, n_tasks: usize, f: &(dyn Fn(usize) -> Result<()> + Sync)) -> Result<()> {
+        (0..n_tasks).try_for_each(f)
+    }
 }

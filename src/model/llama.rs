@@ -13,9 +13,8 @@
 use super::acts::{ActivationMode, Activations, BlockBuffers, LayerActs};
 use super::config::Config;
 use super::hook::{BaseLinear, LinearHook, LinearKind, LinearSite};
-use super::ops::attention::{
-    attention_backward, attention_forward, AttnDims, AttnGrads, AttnInputs,
-};
+use super::ops::attention::{AttnDims, AttnGrads, AttnInputs};
+use super::ops::attention_gemm::{attention_backward_gemm, attention_forward_gemm};
 use super::ops::cross_entropy::LmHead;
 use super::ops::embedding::embedding_forward;
 use super::ops::residual::add_inplace;
@@ -346,7 +345,7 @@ impl<'w> Llama<'w> {
                     };
                     let out = &mut a.att[b * t * cfg.q_dim()..(b + 1) * t * cfg.q_dim()];
                     let lse = &mut a.lse[b * t * cfg.n_head..(b + 1) * t * cfg.n_head];
-                    attention_forward(out, lse, &x, &dims, self.backend.threads())?;
+                    attention_forward_gemm(out, lse, &x, &dims, &*self.backend)?;
                 }
             }
             Some((ck, cv, past)) => {
@@ -361,7 +360,7 @@ impl<'w> Llama<'w> {
                     prefix_k: pk,
                     prefix_v: pv,
                 };
-                attention_forward(a.att, a.lse, &x, &dims, self.backend.threads())?;
+                attention_forward_gemm(a.att, a.lse, &x, &dims, &*self.backend)?;
             }
         }
         run(hook, LinearKind::O, a.att, buf.scratch)?;
@@ -470,14 +469,14 @@ impl<'w> Llama<'w> {
             };
             let out = &a.att[b * t * qd..(b + 1) * t * qd];
             let lse = &a.lse[b * t * h..(b + 1) * t * h];
-            attention_backward(
+            attention_backward_gemm(
                 grads,
                 &g.datt[b * t * qd..(b + 1) * t * qd],
                 out,
                 lse,
                 &x,
                 &dims,
-                self.backend.threads(),
+                &*self.backend,
             )?;
         }
         rope_backward(

@@ -246,4 +246,8 @@ impl Backend for CpuBackend {
     fn threads(&self) -> usize {
         self.pool.threads()
     }
+
+    fn parallel_for(&self, n_tasks: usize, f: &(dyn Fn(usize) -> Result<()> + Sync)) -> Result<()> {
+        self.pool.run(n_tasks, f)
+    }
 }

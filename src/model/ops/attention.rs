@@ -27,11 +27,11 @@ pub struct AttnDims {
 }
 
 impl AttnDims {
-    fn q_dim(&self) -> usize {
+    pub(crate) fn q_dim(&self) -> usize {
         self.n_head * self.head_dim
     }
 
-    fn kv_dim(&self) -> usize {
+    pub(crate) fn kv_dim(&self) -> usize {
         self.n_head_kv * self.head_dim
     }
 
@@ -58,7 +58,7 @@ pub struct AttnInputs<'a> {
 }
 
 impl AttnInputs<'_> {
-    fn check(&self, d: &AttnDims) -> Result<()> {
+    pub(crate) fn check(&self, d: &AttnDims) -> Result<()> {
         d.validate()?;
         check_len("attention q", self.q.len(), &[d.n_q, d.q_dim()])?;
         check_len("attention k", self.k.len(), &[d.n_kv, d.kv_dim()])?;
@@ -106,7 +106,7 @@ fn row<'a>((buf, j): (&'a [f32], usize), d: &AttnDims, g: usize) -> &'a [f32] {
     &buf[start..start + d.head_dim]
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let (ra, rb) = (ca.remainder(), cb.remainder());
@@ -129,7 +129,7 @@ fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
 }
 
 /// Keys visible to query `i`: all prefix rows and sequence rows up to its own position.
-fn n_visible(d: &AttnDims, i: usize) -> usize {
+pub(crate) fn n_visible(d: &AttnDims, i: usize) -> usize {
     d.n_prefix + d.n_kv - d.n_q + i + 1
 }
 

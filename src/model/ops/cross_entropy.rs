@@ -6,9 +6,10 @@
 //! recomputes each chunk's logits, turns them into `dloss[r] · (softmax − onehot)` and sends that
 //! through the backend's `linear_backward_input` to get `dhidden`.
 
-use super::{check_len, IGNORE_INDEX};
+use super::{check_len, vexp, IGNORE_INDEX};
 use crate::backend::{Backend, LinearWeight};
 use crate::error::{Error, Result};
+use std::sync::Mutex;
 
 /// The output projection and how many rows of logits to materialise at once.
 pub struct LmHead<'a, 'w> {
@@ -112,6 +113,10 @@ fn run(
         Mode::Backward { .. } => vec![0f32; c_max * d], // [c, d]
         Mode::Forward => Vec::new(),
     };
+    let dlosses = match &mode {
+        Mode::Backward { dlosses, .. } => Some(*dlosses),
+        Mode::Forward => None,
+    };
     for chunk in rows.chunks(head.chunk_rows.max(1)) {
         let c = chunk.len();
         for (xr, &r) in x.chunks_exact_mut(d).zip(chunk) {
@@ -119,22 +124,40 @@ fn run(
         }
         head.backend
             .linear_forward(&x[..c * d], c, head.weight, &mut logits[..c * n_vocab])?;
-        for (lr, &r) in logits.chunks_exact_mut(n_vocab).zip(chunk) {
+        // Rows are independent: softmax them on the backend's threads, each row's loss kept
+        // next to it.
+        let slots: Vec<Mutex<(&mut [f32], f32)>> = logits[..c * n_vocab]
+            .chunks_exact_mut(n_vocab)
+            .map(|lr| Mutex::new((lr, 0.0)))
+            .collect();
+        head.backend.parallel_for(c, &|i| {
+            let mut slot = slots[i]
+                .lock()
+                .map_err(|_| Error::InvalidArgument("cross-entropy: a worker panicked".into()))?;
+            let (lr, loss) = &mut *slot;
+            let r = chunk[i];
             let t = targets[r] as usize;
-            let max = lr.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let sum: f64 = lr.iter().map(|&v| ((v - max) as f64).exp()).sum();
+            let target = lr[t];
+            let max = vexp::max(lr);
+            lr.iter_mut().for_each(|v| *v = vexp::exp(*v - max));
+            let sum = vexp::sum_f64(lr);
             let lse = max + sum.ln() as f32;
-            if let Some(l) = losses.as_deref_mut() {
-                l[r] = lse - lr[t];
-            }
-            if let Mode::Backward { dlosses, .. } = &mode {
+            *loss = lse - target;
+            if let Some(dlosses) = dlosses {
+                // softmax · g = exp(v − max) · g / sum.
                 let g = dlosses[r];
-                for v in lr.iter_mut() {
-                    *v = (*v - lse).exp() * g;
-                }
+                let s = (g as f64 / sum) as f32;
+                lr.iter_mut().for_each(|v| *v *= s);
                 lr[t] -= g;
             }
+            Ok(())
+        })?;
+        if let Some(l) = losses.as_deref_mut() {
+            for (slot, &r) in slots.iter().zip(chunk) {
+                l[r] = slot.lock().map_or(f32::NAN, |s| s.1);
+            }
         }
+        drop(slots);
         if let Mode::Backward { dhidden, .. } = &mut mode {
             let dxc = &mut dx[..c * d];
             dxc.fill(0.0);

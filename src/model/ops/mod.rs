@@ -11,12 +11,14 @@
 //! attention arithmetic.
 
 pub mod attention;
+pub mod attention_gemm;
 pub mod cross_entropy;
 pub mod embedding;
 pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
 pub mod swiglu;
+mod vexp;
 
 /// Label value that marks a position without a target (Hugging Face's `ignore_index`).
 pub const IGNORE_INDEX: i32 = -100;

@@ -1,10 +1,10 @@
 //! The SwiGLU gate of the Llama MLP: `h = silu(gate) · up`, `silu(g) = g · σ(g)`.
 
-use super::check_len;
+use super::{check_len, vexp};
 use crate::error::Result;
 
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + vexp::exp(-x))
 }
 
 /// `out[n] = silu(gate[n]) · up[n]` (any shape, element-wise).
