@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod metrics;
 pub mod model;
+pub mod session;
 
 pub use checkpoint::{checkpoint_dir, load_state, save_checkpoint, TrainerState};
 pub use metrics::{read_metrics, rss_anon_bytes, MetricsLog, StepMetrics, METRICS_FILE};
@@ -22,12 +23,18 @@ pub use metrics::{read_metrics, rss_anon_bytes, MetricsLog, StepMetrics, METRICS
 use crate::adapters::{save_peft_dir, AnyAdapter};
 use crate::error::{Error, Result};
 use crate::optim::{
-    clip_grad_norm, AdamWConfig, Optimizer, ParamSet, Rule, Schedule, ScheduleKind, StoreKind,
+    clip_grad_norm, AdamWConfig, Optimizer, ParamSet, Schedule, ScheduleKind, StateMode,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// The paged optimizer state's scratch file in the output directory (not a checkpoint).
+pub const STATE_SCRATCH_FILE: &str = "optimizer.state";
+
+/// RAM for paged optimizer state unless the memory planner says otherwise.
+pub const DEFAULT_STATE_RAM_BYTES: usize = 16 << 20;
 
 /// One micro-batch: `rows` sequences right-padded to `width` (`[rows, width]` row-major), labels
 /// −100 where nothing is predicted (padding, prompt tokens).
@@ -112,6 +119,12 @@ pub struct TrainOptions {
     pub out_dir: PathBuf,
     /// Set (e.g. by a Ctrl-C handler) to stop after the current step with a checkpoint.
     pub stop: Option<Arc<AtomicBool>>,
+    /// `--optimizer-state`: AdamW state in RAM, paged to a file, or paged 8-bit (AdamW8bit).
+    pub state_mode: StateMode,
+    /// `--state-file`: the paged state's file [default: `out_dir/optimizer.state`].
+    pub state_file: Option<PathBuf>,
+    /// RAM the paged state may keep (ignored for `StateMode::Ram`).
+    pub state_ram_bytes: usize,
 }
 
 impl TrainOptions {
@@ -129,7 +142,17 @@ impl TrainOptions {
             seed: 42,
             out_dir: out_dir.into(),
             stop: None,
+            state_mode: StateMode::Ram,
+            state_file: None,
+            state_ram_bytes: DEFAULT_STATE_RAM_BYTES,
         }
+    }
+
+    /// Where paged optimizer state lives.
+    pub fn state_file(&self) -> PathBuf {
+        self.state_file
+            .clone()
+            .unwrap_or_else(|| self.out_dir.join(STATE_SCRATCH_FILE))
     }
 
     fn validate(&self) -> Result<()> {
@@ -192,89 +215,150 @@ pub struct Outcome {
     pub last: Option<StepMetrics>,
 }
 
-/// Runs training. `resume`: a checkpoint directory whose adapter the caller has already loaded
-/// into `adapter`. `on_step` sees each step's metrics (progress display).
-pub fn train(
-    objective: &mut dyn Objective,
-    data: &mut dyn DataSource,
-    adapter: &mut AnyAdapter,
-    val: &[MicroBatch],
-    opts: &TrainOptions,
-    resume: Option<&Path>,
-    on_step: &mut dyn FnMut(&StepMetrics),
-) -> Result<Outcome> {
-    opts.validate()?;
-    std::fs::create_dir_all(&opts.out_dir)
-        .map_err(|e| Error::io(format!("creating {}", opts.out_dir.display()), e))?;
-    let specs = ParamSet::from_specs(adapter.as_adapter().params().specs())?;
-    let rule = Rule::AdamW(AdamWConfig {
-        weight_decay: opts.weight_decay,
-        ..AdamWConfig::default()
-    });
-    let mut optimizer = Optimizer::new(rule, specs, StoreKind::Ram)?;
-    let schedule = opts.schedule();
-    let settings = opts.settings();
-    let metrics_path = opts.out_dir.join(METRICS_FILE);
+/// The optimizer, schedule, counters, metrics log and checkpoints of one run, advanced one
+/// optimizer step at a time (`train` loops over it; the C ABI steps it from the caller).
+pub struct Trainer {
+    opts: TrainOptions,
+    optimizer: Optimizer,
+    schedule: Schedule,
+    state: TrainerState,
+    log: MetricsLog,
+    last_checkpoint: Option<PathBuf>,
+    last: Option<StepMetrics>,
+    started: Instant,
+    elapsed_before: f64,
+}
 
-    let mut state = TrainerState {
-        format: checkpoint::FORMAT.into(),
-        version: checkpoint::VERSION,
-        step: 0,
-        micro_batches: 0,
-        elapsed_s: 0.0,
-        data: serde_json::Value::Null,
-        settings: settings.clone(),
-    };
-    let mut last_checkpoint = None;
-    let mut log = match resume {
-        None => MetricsLog::create(&metrics_path)?,
-        Some(dir) => {
-            let saved = load_state(dir)?;
-            let diff = checkpoint::settings_mismatch(&saved.settings, &settings);
-            if !diff.is_empty() {
-                return Err(Error::InvalidArgument(format!(
-                    "cannot resume from {}: settings differ: {}",
-                    dir.display(),
-                    diff.join(", ")
-                )));
+impl Trainer {
+    /// Sets up a run for `adapter`. `resume`: a checkpoint directory whose adapter the caller has
+    /// already loaded into `adapter`; the optimizer state, counters and data position (restored
+    /// into `data`) come from it, and `metrics.jsonl` is cut back to its step.
+    pub fn new(
+        adapter: &AnyAdapter,
+        data: &mut dyn DataSource,
+        opts: TrainOptions,
+        resume: Option<&Path>,
+    ) -> Result<Trainer> {
+        opts.validate()?;
+        std::fs::create_dir_all(&opts.out_dir)
+            .map_err(|e| Error::io(format!("creating {}", opts.out_dir.display()), e))?;
+        let specs = ParamSet::from_specs(adapter.as_adapter().params().specs())?;
+        let rule = opts.state_mode.rule(AdamWConfig {
+            weight_decay: opts.weight_decay,
+            ..AdamWConfig::default()
+        });
+        let store = opts
+            .state_mode
+            .store(&opts.state_file(), opts.state_ram_bytes);
+        let mut optimizer = Optimizer::new(rule, specs, store)?;
+        let settings = opts.settings();
+        let metrics_path = opts.out_dir.join(METRICS_FILE);
+        let mut state = TrainerState {
+            format: checkpoint::FORMAT.into(),
+            version: checkpoint::VERSION,
+            step: 0,
+            micro_batches: 0,
+            elapsed_s: 0.0,
+            data: serde_json::Value::Null,
+            settings: settings.clone(),
+        };
+        let mut last_checkpoint = None;
+        let log = match resume {
+            None => MetricsLog::create(&metrics_path)?,
+            Some(dir) => {
+                let saved = load_state(dir)?;
+                let diff = checkpoint::settings_mismatch(&saved.settings, &settings);
+                if !diff.is_empty() {
+                    return Err(Error::InvalidArgument(format!(
+                        "cannot resume from {}: settings differ: {}",
+                        dir.display(),
+                        diff.join(", ")
+                    )));
+                }
+                optimizer.load_state(&dir.join(checkpoint::OPTIMIZER_FILE))?;
+                if optimizer.steps_done() != saved.step {
+                    return Err(Error::InvalidArgument(format!(
+                        "{}: optimizer state is at step {}, the trainer state at step {}",
+                        dir.display(),
+                        optimizer.steps_done(),
+                        saved.step
+                    )));
+                }
+                if saved.step > opts.total_steps {
+                    return Err(Error::InvalidArgument(format!(
+                        "{}: checkpoint is at step {}, past the run's {} steps",
+                        dir.display(),
+                        saved.step,
+                        opts.total_steps
+                    )));
+                }
+                data.restore(&saved.data)?;
+                state = saved;
+                last_checkpoint = Some(dir.to_owned());
+                MetricsLog::resume(&metrics_path, state.step)?
             }
-            optimizer.load_state(&dir.join(checkpoint::OPTIMIZER_FILE))?;
-            if optimizer.steps_done() != saved.step {
-                return Err(Error::InvalidArgument(format!(
-                    "{}: optimizer state is at step {}, the trainer state at step {}",
-                    dir.display(),
-                    optimizer.steps_done(),
-                    saved.step
-                )));
-            }
-            if saved.step > opts.total_steps {
-                return Err(Error::InvalidArgument(format!(
-                    "{}: checkpoint is at step {}, past the run's {} steps",
-                    dir.display(),
-                    saved.step,
-                    opts.total_steps
-                )));
-            }
-            data.restore(&saved.data)?;
-            state = saved;
-            last_checkpoint = Some(dir.to_owned());
-            MetricsLog::resume(&metrics_path, state.step)?
+        };
+        Ok(Trainer {
+            schedule: opts.schedule(),
+            elapsed_before: state.elapsed_s,
+            opts,
+            optimizer,
+            state,
+            log,
+            last_checkpoint,
+            last: None,
+            started: Instant::now(),
+        })
+    }
+
+    pub fn options(&self) -> &TrainOptions {
+        &self.opts
+    }
+
+    /// Optimizer steps done (counting those before a resume).
+    pub fn steps_done(&self) -> u64 {
+        self.state.step
+    }
+
+    /// All `total_steps` are done.
+    pub fn is_done(&self) -> bool {
+        self.state.step >= self.opts.total_steps
+    }
+
+    /// The newest checkpoint written (or resumed from).
+    pub fn last_checkpoint(&self) -> Option<&Path> {
+        self.last_checkpoint.as_deref()
+    }
+
+    /// Metrics of the last step run.
+    pub fn last_metrics(&self) -> Option<&StepMetrics> {
+        self.last.as_ref()
+    }
+
+    /// The optimizer (its store's paging statistics, state size).
+    pub fn optimizer(&self) -> &Optimizer {
+        &self.optimizer
+    }
+
+    /// Runs one optimizer step: forward and backward of its micro-batches, clipping, the update,
+    /// evaluation when due, a metrics line, and a checkpoint when one is due. A non-finite loss
+    /// or gradient stops before the update with an error naming the last good checkpoint.
+    pub fn step(
+        &mut self,
+        objective: &mut dyn Objective,
+        data: &mut dyn DataSource,
+        adapter: &mut AnyAdapter,
+        val: &[MicroBatch],
+    ) -> Result<StepMetrics> {
+        if self.is_done() {
+            return Err(Error::InvalidArgument(format!(
+                "training is finished: all {} steps are done",
+                self.opts.total_steps
+            )));
         }
-    };
-
-    let started = Instant::now();
-    let elapsed_before = state.elapsed_s;
-    let eval_every = if opts.eval_every == 0 {
-        opts.total_steps
-    } else {
-        opts.eval_every
-    };
-    let mut last = None;
-    let mut interrupted = false;
-    while state.step < opts.total_steps {
         let step_start = Instant::now();
-        let step = state.step + 1;
-        let batches = data.next_step(opts.grad_accum)?;
+        let step = self.state.step + 1;
+        let batches = data.next_step(self.opts.grad_accum)?;
         let denominator: usize = batches
             .iter()
             .map(|b| objective.count_targets(adapter, b))
@@ -289,8 +373,8 @@ pub fn train(
         let mut loss = LossStats::default();
         let mut tokens = 0u64;
         for b in &batches {
-            let pass = state.micro_batches;
-            state.micro_batches += 1;
+            let pass = self.state.micro_batches;
+            self.state.micro_batches += 1;
             loss.add(objective.forward_backward(adapter, b, denominator, pass)?);
             tokens += b.tokens as u64;
         }
@@ -298,7 +382,7 @@ pub fn train(
         let mean = loss.sum_nll / denominator as f64;
         let grad_norm = clip_grad_norm(
             &mut adapter.as_adapter_mut().params_mut().grads_mut(),
-            opts.max_grad_norm,
+            self.opts.max_grad_norm,
         );
         if !mean.is_finite() || !grad_norm.is_finite() {
             let what = if mean.is_finite() {
@@ -306,7 +390,7 @@ pub fn train(
             } else {
                 format!("loss is {mean}")
             };
-            let keep = match &last_checkpoint {
+            let keep = match &self.last_checkpoint {
                 Some(d) => format!("the last good checkpoint is {}", d.display()),
                 None => "no checkpoint was written before it".into(),
             };
@@ -315,20 +399,25 @@ pub fn train(
                  Try a lower --lr or --max-grad-norm"
             )));
         }
-        let lr = schedule.lr(optimizer.steps_done());
+        let lr = self.schedule.lr(self.optimizer.steps_done());
         {
             let (mut values, grads) = adapter.as_adapter_mut().params_mut().values_and_grads();
-            optimizer.step(&mut values, &grads, lr)?;
+            self.optimizer.step(&mut values, &grads, lr)?;
         }
-        state.step = step;
+        self.state.step = step;
         let step_s = step_start.elapsed().as_secs_f64();
-        let eval_loss =
-            if !val.is_empty() && (step.is_multiple_of(eval_every) || step == opts.total_steps) {
-                Some(evaluate(objective, adapter, val)?)
-            } else {
-                None
-            };
-        state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+        let total = self.opts.total_steps;
+        let eval_every = if self.opts.eval_every == 0 {
+            total
+        } else {
+            self.opts.eval_every
+        };
+        let eval_loss = if !val.is_empty() && (step.is_multiple_of(eval_every) || step == total) {
+            Some(evaluate(objective, adapter, val)?)
+        } else {
+            None
+        };
+        self.state.elapsed_s = self.elapsed_before + self.started.elapsed().as_secs_f64();
         let m = StepMetrics {
             step,
             loss: mean,
@@ -340,38 +429,82 @@ pub fn train(
             } else {
                 0.0
             },
-            elapsed_s: state.elapsed_s,
+            elapsed_s: self.state.elapsed_s,
             rss_anon_bytes: rss_anon_bytes().unwrap_or(0),
             eval_loss,
         };
-        log.append(&m)?;
-        on_step(&m);
-        last = Some(m);
-        let stop = opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst));
-        let due = opts.checkpoint_every > 0 && step.is_multiple_of(opts.checkpoint_every);
-        if due || (stop && step < opts.total_steps) {
-            state.data = data.state();
-            last_checkpoint = Some(save_checkpoint(
-                &opts.out_dir,
-                adapter.as_adapter(),
-                &mut optimizer,
-                &state,
-            )?);
+        self.log.append(&m)?;
+        self.last = Some(m.clone());
+        let every = self.opts.checkpoint_every;
+        if every > 0 && step.is_multiple_of(every) {
+            self.checkpoint(data, adapter)?;
         }
-        if stop && step < opts.total_steps {
-            interrupted = true;
-            break;
+        Ok(m)
+    }
+
+    /// Writes a checkpoint of the current step (adapter, optimizer state, counters, data
+    /// position) and returns its directory.
+    pub fn checkpoint(&mut self, data: &dyn DataSource, adapter: &AnyAdapter) -> Result<PathBuf> {
+        self.state.data = data.state();
+        let dir = save_checkpoint(
+            &self.opts.out_dir,
+            adapter.as_adapter(),
+            &mut self.optimizer,
+            &self.state,
+        )?;
+        self.last_checkpoint = Some(dir.clone());
+        Ok(dir)
+    }
+
+    /// Steps to the end, or until the options' stop flag is set (then a checkpoint is written
+    /// so the run can be resumed); at the end the adapter goes to the output directory.
+    pub fn run(
+        &mut self,
+        objective: &mut dyn Objective,
+        data: &mut dyn DataSource,
+        adapter: &mut AnyAdapter,
+        val: &[MicroBatch],
+        on_step: &mut dyn FnMut(&StepMetrics),
+    ) -> Result<Outcome> {
+        let stop = self.opts.stop.clone();
+        let every = self.opts.checkpoint_every;
+        let mut interrupted = false;
+        while !self.is_done() {
+            let m = self.step(objective, data, adapter, val)?;
+            on_step(&m);
+            if stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) && !self.is_done() {
+                if every == 0 || !m.step.is_multiple_of(every) {
+                    self.checkpoint(data, adapter)?;
+                }
+                interrupted = true;
+                break;
+            }
         }
+        if !interrupted {
+            save_peft_dir(adapter.as_adapter(), &self.opts.out_dir)?;
+        }
+        Ok(Outcome {
+            steps: self.steps_done(),
+            interrupted,
+            last_checkpoint: self.last_checkpoint.clone(),
+            last: self.last.clone(),
+        })
     }
-    if !interrupted {
-        save_peft_dir(adapter.as_adapter(), &opts.out_dir)?;
-    }
-    Ok(Outcome {
-        steps: state.step,
-        interrupted,
-        last_checkpoint,
-        last,
-    })
+}
+
+/// Runs training to the end (or until the stop flag), then writes the adapter to `out_dir`.
+/// `resume`: a checkpoint directory whose adapter the caller has already loaded into `adapter`.
+/// `on_step` sees each step's metrics (progress display).
+pub fn train(
+    objective: &mut dyn Objective,
+    data: &mut dyn DataSource,
+    adapter: &mut AnyAdapter,
+    val: &[MicroBatch],
+    opts: &TrainOptions,
+    resume: Option<&Path>,
+    on_step: &mut dyn FnMut(&StepMetrics),
+) -> Result<Outcome> {
+    Trainer::new(adapter, data, opts.clone(), resume)?.run(objective, data, adapter, val, on_step)
 }
 
 /// Mean NLL over all predicted tokens of `val`.

@@ -1,15 +1,13 @@
 //! `edgetune train`: fine-tune an adapter on a JSONL or .txt file (DESIGN.md, "Command line").
 
-use edgetune::adapters::{load_peft_dir, parse_targets, AnyAdapter, Method};
+use edgetune::adapters::{parse_targets, Method};
 use edgetune::backend::cpu::CpuBackend;
-use edgetune::data::{self, BatchOptions, Batcher, ChatFormat, DataOptions};
 use edgetune::gguf::GgufFile;
 use edgetune::model::{ActivationMode, Llama};
 use edgetune::optim::ScheduleKind;
-use edgetune::tokenizer::Tokenizer;
-use edgetune::train::data::{micro_batch, BatcherSource};
-use edgetune::train::model::{model_dims, new_adapter, AdapterSpec, LlamaObjective};
-use edgetune::train::{train, MicroBatch, StepMetrics, TrainOptions};
+use edgetune::train::model::AdapterSpec;
+use edgetune::train::session::{AdapterInit, Session, SessionConfig};
+use edgetune::train::{StepMetrics, TrainOptions};
 use edgetune::{Error, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -142,28 +140,10 @@ pub fn run(args: Args) -> Result<()> {
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let schedule: ScheduleKind = args.lr_schedule.parse()?;
-
-    let file = GgufFile::open(&args.model)?;
-    let backend = Arc::new(CpuBackend::new(threads)?);
-    let model = Llama::new(&file, backend).map_err(|e| e.in_file(&args.model))?;
-    let dims = model_dims(&model.config);
-    let tok = Tokenizer::from_gguf(file.header()).map_err(|e| e.in_file(&args.model))?;
-    let chat = ChatFormat::from_gguf(file.header()).map_err(|e| e.in_file(&args.model))?;
-
-    let mut adapter = match from_dir {
-        Some(dir) => load_peft_dir(dir, &dims)?,
+    let adapter = match &args.init_adapter {
+        Some(dir) => AdapterInit::Dir(dir.clone()),
         None => {
             let method = Method::from_cli_name(args.method.as_deref().unwrap_or("lora"))?;
-            let d = AdapterSpec::default();
-            let spec = AdapterSpec {
-                method,
-                targets: args.targets.as_deref().map(parse_targets).transpose()?,
-                rank: args.rank.unwrap_or(d.rank),
-                alpha: args.alpha.unwrap_or(d.alpha),
-                dropout: args.dropout.unwrap_or(d.dropout),
-                rslora: args.rslora,
-                num_virtual_tokens: args.num_virtual_tokens.unwrap_or(d.num_virtual_tokens),
-            };
             if method != Method::Lora
                 && (args.rank.is_some() || args.alpha.is_some() || args.rslora)
             {
@@ -172,75 +152,64 @@ pub fn run(args: Args) -> Result<()> {
                     method.cli_name()
                 )));
             }
-            new_adapter(&dims, &spec, args.seed)?
+            let d = AdapterSpec::default();
+            AdapterInit::New(AdapterSpec {
+                method,
+                targets: args.targets.as_deref().map(parse_targets).transpose()?,
+                rank: args.rank.unwrap_or(d.rank),
+                alpha: args.alpha.unwrap_or(d.alpha),
+                dropout: args.dropout.unwrap_or(d.dropout),
+                rslora: args.rslora,
+                num_virtual_tokens: args.num_virtual_tokens.unwrap_or(d.num_virtual_tokens),
+            })
         }
     };
-    match &mut adapter {
-        AnyAdapter::Lora(l) => {
-            if let Some(p) = args.dropout {
-                l.set_dropout(p)?;
-            }
-            l.set_dropout_seed(args.seed);
-        }
-        a if args.dropout.is_some() => {
-            return Err(Error::InvalidArgument(format!(
-                "--dropout applies to LoRA, not {}",
-                a.as_adapter().method().cli_name()
-            )))
-        }
-        _ => {}
-    }
-    let n_virtual = match &adapter {
-        AnyAdapter::Prefix(p) => p.num_virtual_tokens(),
-        AnyAdapter::Prompt(p) => p.num_virtual_tokens(),
-        _ => 0,
-    };
-    if args.seq_len + n_virtual > model.config.n_ctx_train {
-        return Err(Error::InvalidArgument(format!(
-            "--seq-len {} (+{n_virtual} virtual tokens) exceeds the model's context of {} tokens",
-            args.seq_len, model.config.n_ctx_train
-        )));
-    }
 
-    let data_opts = DataOptions {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut train_opts = TrainOptions::new(1, args.out.clone());
+    train_opts.grad_accum = args.grad_accum;
+    train_opts.lr = args.lr;
+    train_opts.weight_decay = args.weight_decay;
+    train_opts.schedule = schedule;
+    train_opts.warmup_steps = args.warmup_steps;
+    train_opts.max_grad_norm = args.max_grad_norm;
+    train_opts.eval_every = args.eval_every;
+    train_opts.checkpoint_every = args.checkpoint_every;
+    train_opts.seed = args.seed;
+    train_opts.stop = Some(stop.clone());
+    let cfg = SessionConfig {
+        adapter,
+        dropout: args.dropout,
+        steps: args.steps,
+        epochs: args.epochs.unwrap_or(1),
+        batch_size: args.batch_size,
         seq_len: args.seq_len,
         pack: false,
         train_on_prompt: args.train_on_prompt,
         shuffle: !args.no_shuffle,
-        seed: args.seed,
         val_split: args.val_split,
+        activations: ActivationMode::Full,
+        resume: args.resume.clone(),
+        train: train_opts,
     };
-    let prepared = data::load(&args.data, &tok, chat.as_ref(), &data_opts)?;
-    for w in prepared.stats.warnings(args.seq_len) {
+
+    let file = GgufFile::open(&args.model)?;
+    let backend = Arc::new(CpuBackend::new(threads)?);
+    let model = Llama::new(&file, backend).map_err(|e| e.in_file(&args.model))?;
+    let mut session = Session::new(&file, model, &args.data, cfg)?;
+    let summary = session.summary().clone();
+    for w in summary.data.warnings(args.seq_len) {
         eprintln!("warning: {w}");
     }
-    let pad = data::pad_id(&tok);
-    let val: Vec<MicroBatch> = data::eval_batches(&prepared.val, args.batch_size, pad)
-        .map(|b| micro_batch(&b))
-        .collect::<Result<_>>()?;
-    let batcher = Batcher::new(
-        prepared.train,
-        BatchOptions {
-            batch_size: args.batch_size,
-            shuffle: !args.no_shuffle,
-            seed: args.seed,
-            pad_id: pad,
-        },
-    )?;
-    let total_steps = match args.steps {
-        Some(s) => s,
-        None => args.epochs.unwrap_or(1) * batcher.steps_per_epoch(args.grad_accum) as u64,
-    };
+    let total_steps = summary.total_steps;
     eprintln!(
         "training {} adapter ({} parameters) on {} sequences ({} tokens, {} validation): {total_steps} steps, {threads} threads",
-        adapter.as_adapter().method().cli_name(),
-        adapter.as_adapter().params().n_values(),
-        prepared.stats.train_sequences,
-        prepared.stats.train_tokens,
-        prepared.stats.val_sequences,
+        summary.method,
+        summary.n_params,
+        summary.data.train_sequences,
+        summary.data.train_tokens,
+        summary.data.val_sequences,
     );
-
-    let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
         ctrlc::set_handler(move || {
@@ -251,34 +220,8 @@ pub fn run(args: Args) -> Result<()> {
         })
         .map_err(|e| Error::InvalidArgument(format!("installing the Ctrl-C handler: {e}")))?;
     }
-    let opts = TrainOptions {
-        total_steps,
-        grad_accum: args.grad_accum,
-        lr: args.lr,
-        weight_decay: args.weight_decay,
-        schedule,
-        warmup_steps: args.warmup_steps,
-        max_grad_norm: args.max_grad_norm,
-        eval_every: args.eval_every,
-        checkpoint_every: args.checkpoint_every,
-        seed: args.seed,
-        out_dir: args.out.clone(),
-        stop: Some(stop),
-    };
-    let mut objective = LlamaObjective {
-        model: &model,
-        mode: ActivationMode::Full,
-    };
     let mut progress = StepProgress::new(total_steps);
-    let outcome = train(
-        &mut objective,
-        &mut BatcherSource(batcher),
-        &mut adapter,
-        &val,
-        &opts,
-        args.resume.as_deref(),
-        &mut |m| progress.step(m),
-    );
+    let outcome = session.run(&mut |m| progress.step(m));
     progress.finish();
     let outcome = outcome?;
     if outcome.interrupted {
