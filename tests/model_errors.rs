@@ -152,6 +152,7 @@ fn bad_input_is_an_error() {
             tokens,
             n_seq,
             seq_len,
+            docs: None,
         },
         opts,
         &mut NoHook,

@@ -58,6 +58,7 @@ fn smollm2_logits_argmax_and_nll_match_transformers() {
         tokens: &tokens,
         n_seq,
         seq_len: t,
+        docs: None,
     };
     let opts = ForwardOptions::inference();
     let fwd = model.forward(&batch, &opts, &mut NoHook).unwrap();

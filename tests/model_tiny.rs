@@ -163,6 +163,7 @@ fn logits_nll_and_loss_match_transformers() {
             tokens: &tokens,
             n_seq,
             seq_len,
+            docs: None,
         };
         let opts = ForwardOptions {
             mode: ActivationMode::Inference,
@@ -214,6 +215,7 @@ fn input_gradient_matches_transformers_in_full_and_checkpoint_modes() {
             tokens: &tokens,
             n_seq,
             seq_len,
+            docs: None,
         };
         let full = ForwardOptions {
             mode: ActivationMode::Full,
@@ -386,6 +388,7 @@ fn hook_and_prefix_gradients_match_finite_differences() {
             tokens: &tokens,
             n_seq,
             seq_len: t,
+            docs: None,
         };
         let n_sites = cfg.n_layer * LinearKind::ALL.len();
         let mut rng = TestRng::new(11);
@@ -598,6 +601,7 @@ fn quantized_models_run_as_their_decoded_weights() {
         tokens: &tokens,
         n_seq,
         seq_len,
+        docs: None,
     };
     for (i, (target, embeddings)) in targets.into_iter().enumerate() {
         let q_path = dir.path().join(format!("q{i}.gguf"));

@@ -157,6 +157,7 @@ fn micro_batch(rows: &[&(Vec<u32>, Vec<i32>)]) -> MicroBatch {
         input_ids: Vec::new(),
         labels: Vec::new(),
         tokens: 0,
+        doc_lengths: Vec::new(),
     };
     for (ids, labels) in rows {
         b.input_ids.extend(ids);

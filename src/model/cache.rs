@@ -164,11 +164,13 @@ impl Llama<'_> {
         let positions: Vec<usize> = (0..n).map(|i| n_prefix + past + i).collect();
         let rope = self.rope_table(n_prefix + past, n)?;
         let (prefix, layers) = cache.parts_mut();
+        // One segment: the cached path attends over the cache, not over segments.
+        let whole = std::iter::once(0..n).collect::<Vec<_>>();
         let step = StepCtx {
             positions: &positions,
             rope: &rope,
             prefix,
-            n_seq: 1,
+            segments: &whole,
         };
         for (l, (ck, cv)) in layers.enumerate() {
             let mut buf = acts.block(l);

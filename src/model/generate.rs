@@ -261,6 +261,7 @@ pub fn perplexity(model: &Llama, sequences: &[Vec<u32>]) -> Result<Perplexity> {
                 tokens: &flat,
                 n_seq: end - start,
                 seq_len: len,
+                docs: None,
             };
             let s = model
                 .loss(&batch, &labels)

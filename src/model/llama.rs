@@ -28,6 +28,7 @@ use crate::backend::{Backend, LinearWeight};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::weights::Weights;
+use std::ops::Range;
 use std::sync::Arc;
 
 /// Rows of logits the output projection materialises at once, unless set otherwise.
@@ -41,6 +42,11 @@ pub struct Batch<'a> {
     pub tokens: &'a [u32],
     pub n_seq: usize,
     pub seq_len: usize,
+    /// Packed sequences: the lengths of the documents in each sequence (`n_seq` lists, each
+    /// summing to at most `seq_len`; the rest is padding). A token attends only to earlier tokens
+    /// of its own document, and positions restart at 0 for each document, so a packed sequence
+    /// computes exactly what its documents would one by one. `None`: one document a sequence.
+    pub docs: Option<&'a [Vec<usize>]>,
 }
 
 impl<'a> Batch<'a> {
@@ -49,6 +55,7 @@ impl<'a> Batch<'a> {
             tokens,
             n_seq: 1,
             seq_len: tokens.len(),
+            docs: None,
         }
     }
 }
@@ -216,7 +223,7 @@ impl<'w> Llama<'w> {
         self.check_batch(batch, n_prefix + n_virtual)?;
         let (d, t) = (self.config.n_embd, n_virtual + batch.seq_len);
         let mut acts = Activations::new(&self.config, batch.n_seq, t, opts.mode);
-        let positions: Vec<usize> = (0..batch.n_seq * t).map(|r| n_prefix + r % t).collect();
+        let (positions, segments) = segments(batch, n_virtual, n_prefix)?;
         let rope = self.rope_table(n_prefix, t)?;
         let x0 = acts.resid_mut(0);
         for (b, rows) in x0.chunks_exact_mut(t * d).enumerate() {
@@ -231,7 +238,7 @@ impl<'w> Llama<'w> {
             positions: &positions,
             rope: &rope,
             prefix: opts.prefix,
-            n_seq: batch.n_seq,
+            segments: &segments,
         };
         for l in 0..self.config.n_layer {
             let mut buf = acts.block(l);
@@ -251,6 +258,7 @@ impl<'w> Llama<'w> {
             self,
             acts,
             positions,
+            segments,
             rope,
             opts.prefix,
             batch.n_seq,
@@ -333,18 +341,19 @@ impl<'w> Llama<'w> {
         let n_prefix = step.prefix.map_or(0, |p| p.n_prefix());
         match cache {
             None => {
-                let t = n / step.n_seq;
-                let dims = self.attn_dims(t, t, n_prefix);
-                for b in 0..step.n_seq {
+                let (qd, kvd, h) = (cfg.q_dim(), cfg.kv_dim(), cfg.n_head);
+                for seg in step.segments {
+                    let (r0, r1) = (seg.start, seg.end);
+                    let dims = self.attn_dims(r1 - r0, r1 - r0, n_prefix);
                     let x = AttnInputs {
-                        q: &a.q[b * t * cfg.q_dim()..(b + 1) * t * cfg.q_dim()],
-                        k: &a.k[b * t * cfg.kv_dim()..(b + 1) * t * cfg.kv_dim()],
-                        v: &a.v[b * t * cfg.kv_dim()..(b + 1) * t * cfg.kv_dim()],
+                        q: &a.q[r0 * qd..r1 * qd],
+                        k: &a.k[r0 * kvd..r1 * kvd],
+                        v: &a.v[r0 * kvd..r1 * kvd],
                         prefix_k: pk,
                         prefix_v: pv,
                     };
-                    let out = &mut a.att[b * t * cfg.q_dim()..(b + 1) * t * cfg.q_dim()];
-                    let lse = &mut a.lse[b * t * cfg.n_head..(b + 1) * t * cfg.n_head];
+                    let out = &mut a.att[r0 * qd..r1 * qd];
+                    let lse = &mut a.lse[r0 * h..r1 * h];
                     attention_forward_gemm(out, lse, &x, &dims, &*self.backend)?;
                 }
             }
@@ -445,14 +454,14 @@ impl<'w> Llama<'w> {
             .prefix
             .map_or((&[][..], &[][..]), |p| (p.keys(l), p.values(l)));
         let n_prefix = step.prefix.map_or(0, |p| p.n_prefix());
-        let t = n / step.n_seq;
-        let dims = self.attn_dims(t, t, n_prefix);
         let (qd, kvd, h) = (cfg.q_dim(), cfg.kv_dim(), cfg.n_head);
-        for b in 0..step.n_seq {
+        for seg in step.segments {
+            let (r0, r1) = (seg.start, seg.end);
+            let dims = self.attn_dims(r1 - r0, r1 - r0, n_prefix);
             let x = AttnInputs {
-                q: &a.q[b * t * qd..(b + 1) * t * qd],
-                k: &a.k[b * t * kvd..(b + 1) * t * kvd],
-                v: &a.v[b * t * kvd..(b + 1) * t * kvd],
+                q: &a.q[r0 * qd..r1 * qd],
+                k: &a.k[r0 * kvd..r1 * kvd],
+                v: &a.v[r0 * kvd..r1 * kvd],
                 prefix_k: pk,
                 prefix_v: pv,
             };
@@ -461,17 +470,17 @@ impl<'w> Llama<'w> {
                 None => (&mut [][..], &mut [][..]),
             };
             let grads = AttnGrads {
-                dq: &mut g.dq[b * t * qd..(b + 1) * t * qd],
-                dk: &mut g.dk[b * t * kvd..(b + 1) * t * kvd],
-                dv: &mut g.dv[b * t * kvd..(b + 1) * t * kvd],
+                dq: &mut g.dq[r0 * qd..r1 * qd],
+                dk: &mut g.dk[r0 * kvd..r1 * kvd],
+                dv: &mut g.dv[r0 * kvd..r1 * kvd],
                 dprefix_k: dpk,
                 dprefix_v: dpv,
             };
-            let out = &a.att[b * t * qd..(b + 1) * t * qd];
-            let lse = &a.lse[b * t * h..(b + 1) * t * h];
+            let out = &a.att[r0 * qd..r1 * qd];
+            let lse = &a.lse[r0 * h..r1 * h];
             attention_backward_gemm(
                 grads,
-                &g.datt[b * t * qd..(b + 1) * t * qd],
+                &g.datt[r0 * qd..r1 * qd],
                 out,
                 lse,
                 &x,
@@ -521,5 +530,61 @@ pub(crate) struct StepCtx<'a> {
     pub positions: &'a [usize], // [n]
     pub rope: &'a RopeTable,
     pub prefix: Option<&'a PrefixKv>,
-    pub n_seq: usize,
+    /// Row ranges that attend among themselves (sequences, or documents of packed sequences).
+    pub segments: &'a [Range<usize>],
+}
+
+/// The position of every row and the row ranges that attend among themselves: one range per
+/// sequence (its virtual tokens included), or with `batch.docs` one per document plus one for
+/// the padding after the last. Positions start after the prefix and restart in each range.
+fn segments(
+    batch: &Batch,
+    n_virtual: usize,
+    n_prefix: usize,
+) -> Result<(Vec<usize>, Vec<Range<usize>>)> {
+    let t = n_virtual + batch.seq_len;
+    let mut segs = Vec::new();
+    match batch.docs {
+        None => segs.extend((0..batch.n_seq).map(|b| b * t..(b + 1) * t)),
+        Some(docs) => {
+            if docs.len() != batch.n_seq {
+                return Err(Error::InvalidArgument(format!(
+                    "packed batch: {} document lists for {} sequences",
+                    docs.len(),
+                    batch.n_seq
+                )));
+            }
+            if n_virtual > 0 && docs.iter().any(|d| d.len() > 1) {
+                return Err(Error::Unsupported(
+                    "prompt tuning on packed sequences (virtual tokens belong to one document)"
+                        .into(),
+                ));
+            }
+            for (b, lens) in docs.iter().enumerate() {
+                let mut start = b * t;
+                let end = (b + 1) * t;
+                for (i, &len) in lens.iter().enumerate() {
+                    let len = len + if i == 0 { n_virtual } else { 0 };
+                    if len == 0 || start + len > end {
+                        return Err(Error::InvalidArgument(format!(
+                            "packed sequence {b}: document lengths {lens:?} do not fit {} tokens",
+                            batch.seq_len
+                        )));
+                    }
+                    segs.push(start..start + len);
+                    start += len;
+                }
+                if start < end {
+                    segs.push(start..end);
+                }
+            }
+        }
+    }
+    let mut positions = vec![0; batch.n_seq * t];
+    for s in &segs {
+        for (i, r) in s.clone().enumerate() {
+            positions[r] = n_prefix + i;
+        }
+    }
+    Ok((positions, segs))
 }

@@ -73,6 +73,7 @@ pub struct Forward<'m, 'w> {
     model: &'m Llama<'w>,
     acts: Activations,
     positions: Vec<usize>,
+    segments: Vec<std::ops::Range<usize>>,
     rope: RopeTable,
     prefix: Option<&'m PrefixKv>,
     pub n_seq: usize,
@@ -87,6 +88,7 @@ impl<'m, 'w> Forward<'m, 'w> {
         model: &'m Llama<'w>,
         acts: Activations,
         positions: Vec<usize>,
+        segments: Vec<std::ops::Range<usize>>,
         rope: RopeTable,
         prefix: Option<&'m PrefixKv>,
         n_seq: usize,
@@ -97,6 +99,7 @@ impl<'m, 'w> Forward<'m, 'w> {
             model,
             acts,
             positions,
+            segments,
             rope,
             prefix,
             n_seq,
@@ -240,7 +243,7 @@ impl<'m, 'w> Forward<'m, 'w> {
             positions: &self.positions,
             rope: &self.rope,
             prefix: self.prefix,
-            n_seq: self.n_seq,
+            segments: &self.segments,
         };
         let recompute = self.acts.mode == ActivationMode::Checkpoint;
         for l in (0..cfg.n_layer).rev() {

@@ -4,22 +4,15 @@ use super::{DataSource, MicroBatch};
 use crate::data::{Batch, Batcher, DataState};
 use crate::error::{Error, Result};
 
-/// Converts a data batch. Rows holding several packed documents are refused: the model has no
-/// per-document attention mask yet.
+/// Converts a data batch (packed rows keep their document lengths).
 pub fn micro_batch(b: &Batch) -> Result<MicroBatch> {
-    if let Some(r) = b.doc_lengths.iter().position(|d| d.len() > 1) {
-        return Err(Error::Unsupported(format!(
-            "row {r} of a batch holds {} packed documents; training on packed sequences needs \
-             per-document attention, which the model does not have yet",
-            b.doc_lengths[r].len()
-        )));
-    }
     Ok(MicroBatch {
         rows: b.rows,
         width: b.width,
         input_ids: b.input_ids.clone(),
         labels: b.labels.clone(),
         tokens: b.lengths.iter().sum(),
+        doc_lengths: b.doc_lengths.clone(),
     })
 }
 

@@ -46,6 +46,9 @@ pub struct MicroBatch {
     pub labels: Vec<i32>,
     /// Real (unpadded) tokens, for throughput.
     pub tokens: usize,
+    /// Lengths of the documents packed in each row (one entry per row; empty: one document a
+    /// row). Tokens attend only within their document.
+    pub doc_lengths: Vec<Vec<usize>>,
 }
 
 /// Summed NLL over predicted tokens and their count.

@@ -130,10 +130,12 @@ fn model_batch(b: &MicroBatch) -> Result<Batch<'_>> {
             b.width
         )));
     }
+    let packed = b.doc_lengths.iter().any(|d| d.len() > 1);
     Ok(Batch {
         tokens: &b.input_ids,
         n_seq: b.rows,
         seq_len: b.width,
+        docs: packed.then_some(&b.doc_lengths[..]),
     })
 }
 

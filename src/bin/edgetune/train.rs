@@ -112,6 +112,10 @@ pub struct Args {
     /// Also train on prompt / non-assistant tokens.
     #[arg(long)]
     train_on_prompt: bool,
+    /// Pack several records into each --seq-len row (best-fit decreasing, as TRL); documents keep
+    /// their own positions and never attend to each other, so fewer padding tokens are computed.
+    #[arg(long)]
+    pack: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -184,7 +188,7 @@ pub fn run(args: Args) -> Result<()> {
         epochs: args.epochs.unwrap_or(1),
         batch_size: args.batch_size,
         seq_len: args.seq_len,
-        pack: false,
+        pack: args.pack,
         train_on_prompt: args.train_on_prompt,
         shuffle: !args.no_shuffle,
         val_split: args.val_split,
