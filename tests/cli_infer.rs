@@ -172,3 +172,81 @@ fn bad_inference_input_is_a_clear_error() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// `perplexity --adapter` equals PEFT's first-step loss: the loss PEFT logged before its first
+/// update is the adapter's loss on that step's sequences (tests/fixtures/train, from
+/// scripts/reference/make_train_fixtures.py; sequences cut to the run's 64 tokens). The LoRA run
+/// has batch 2 x accumulation 2, so its first step covers 4 sequences, token-weighted as the
+/// perplexity mean is.
+#[test]
+fn perplexity_with_adapter_matches_peft_loss() {
+    let fixtures = root().join("tests/fixtures/train");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(fixtures.join("sequences.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    for method in ["lora", "ia3", "prefix", "prompt"] {
+        let run: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixtures.join(format!("{method}_run.json"))).unwrap(),
+        )
+        .unwrap();
+        let n =
+            (run["batch_size"].as_u64().unwrap() * run["grad_accum"].as_u64().unwrap()) as usize;
+        let mut text = String::new();
+        for l in &lines[..n] {
+            let cut = |k: &str| -> Vec<i64> {
+                l[k].as_array().unwrap()[..]
+                    .iter()
+                    .take(64)
+                    .map(|v| v.as_i64().unwrap())
+                    .collect()
+            };
+            text += &serde_json::json!({"input_ids": cut("input_ids"), "labels": cut("labels")})
+                .to_string();
+            text.push('\n');
+        }
+        let data = dir.path().join(format!("{method}.jsonl"));
+        std::fs::write(&data, text).unwrap();
+        let adapter = fixtures.join(format!("{method}_init"));
+        let (ok, out, err) = edgetune(&[
+            "perplexity",
+            smollm2().to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(ok, "{method}: {err}");
+        let got: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let want = &run["steps_log"][0];
+        assert_eq!(got["tokens"], want["targets"], "{method}");
+        let (g, w) = (
+            got["mean_nll"].as_f64().unwrap(),
+            want["loss"].as_f64().unwrap(),
+        );
+        assert!(
+            (g - w).abs() / w < 1e-4,
+            "{method}: mean NLL {g} vs PEFT's {w}"
+        );
+    }
+    // Without the adapter the loss differs (the adapters are not identity).
+    let data = dir.path().join("ia3.jsonl");
+    let (ok, out, _) = edgetune(&[
+        "perplexity",
+        smollm2().to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok);
+    let base: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("ia3_run.json")).unwrap())
+            .unwrap();
+    let with = run["steps_log"][0]["loss"].as_f64().unwrap();
+    let without = base["mean_nll"].as_f64().unwrap();
+    assert!((with - without).abs() / with > 1e-3, "{with} vs {without}");
+}

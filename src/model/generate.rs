@@ -7,6 +7,7 @@
 use super::cache::{Input, KvCache};
 use super::hook::{LinearHook, NoHook};
 use super::llama::{Batch, Llama};
+use super::pass::LossStats;
 use super::PrefixKv;
 use crate::error::{Error, Result};
 
@@ -233,6 +234,32 @@ const PERPLEXITY_BATCH_TOKENS: usize = 2048;
 /// Evaluates each sequence on its own (consecutive sequences of equal length share a forward
 /// pass, which changes nothing but speed) and averages the NLL over all predicted tokens.
 pub fn perplexity(model: &Llama, sequences: &[Vec<u32>]) -> Result<Perplexity> {
+    perplexity_by(model, sequences, None, &mut |batch, labels| {
+        model.loss(batch, labels)
+    })
+}
+
+/// `perplexity` with labels (−100 = not predicted; `None`: every token) and another loss of a
+/// batch (an adapter's, see `train::model::adapter_perplexity`): `loss(batch, labels)` returns
+/// the summed NLL and the predicted tokens.
+pub fn perplexity_by(
+    model: &Llama,
+    sequences: &[Vec<u32>],
+    labels: Option<&[Vec<i32>]>,
+    loss: &mut dyn FnMut(&Batch, &[i32]) -> Result<LossStats>,
+) -> Result<Perplexity> {
+    if let Some(labels) = labels {
+        let bad = labels.len() != sequences.len()
+            || labels
+                .iter()
+                .zip(sequences)
+                .any(|(l, s)| l.len() != s.len());
+        if bad {
+            return Err(Error::InvalidArgument(
+                "perplexity: labels do not have the shape of the sequences".into(),
+            ));
+        }
+    }
     for (i, seq) in sequences.iter().enumerate() {
         if seq.len() > model.config.n_ctx_train {
             return Err(Error::InvalidArgument(format!(
@@ -256,15 +283,17 @@ pub fn perplexity(model: &Llama, sequences: &[Vec<u32>]) -> Result<Perplexity> {
         }
         if len >= 2 {
             let flat: Vec<u32> = sequences[start..end].concat();
-            let labels: Vec<i32> = flat.iter().map(|&t| t as i32).collect();
+            let labels: Vec<i32> = match labels {
+                Some(l) => l[start..end].concat(),
+                None => flat.iter().map(|&t| t as i32).collect(),
+            };
             let batch = Batch {
                 tokens: &flat,
                 n_seq: end - start,
                 seq_len: len,
                 docs: None,
             };
-            let s = model
-                .loss(&batch, &labels)
+            let s = loss(&batch, &labels)
                 .map_err(|e| Error::InvalidArgument(format!("sequences {start}..{end}: {e}")))?;
             sum += s.sum_nll;
             tokens += s.n_tokens;
@@ -273,7 +302,8 @@ pub fn perplexity(model: &Llama, sequences: &[Vec<u32>]) -> Result<Perplexity> {
     }
     if tokens == 0 {
         return Err(Error::InvalidArgument(
-            "perplexity: no sequence has two or more tokens, nothing to predict".into(),
+            "perplexity: nothing to predict (no sequence of two or more tokens with a label)"
+                .into(),
         ));
     }
     let mean_nll = sum / tokens as f64;

@@ -309,3 +309,33 @@ pub fn new_adapter(dims: &ModelDims, spec: &AdapterSpec, seed: u64) -> Result<An
         )?),
     })
 }
+
+/// Perplexity of `sequences` with `adapter` applied (`perplexity --adapter`): each sequence on
+/// its own, as `model::generate::perplexity`. With prompt tuning the last virtual token also
+/// predicts the first token, as in PEFT's loss.
+pub fn adapter_perplexity(
+    model: &Llama,
+    adapter: &mut AnyAdapter,
+    sequences: &[Vec<u32>],
+    labels: Option<&[Vec<i32>]>,
+) -> Result<crate::model::generate::Perplexity> {
+    let mut objective = LlamaObjective {
+        model,
+        mode: ActivationMode::Inference,
+    };
+    crate::model::generate::perplexity_by(model, sequences, labels, &mut |batch, labels| {
+        let b = MicroBatch {
+            rows: batch.n_seq,
+            width: batch.seq_len,
+            input_ids: batch.tokens.to_vec(),
+            labels: labels.to_vec(),
+            tokens: batch.tokens.len(),
+            doc_lengths: Vec::new(),
+        };
+        let s = objective.evaluate(adapter, &b)?;
+        Ok(crate::model::LossStats {
+            sum_nll: s.sum_nll,
+            n_tokens: s.n_tokens,
+        })
+    })
+}

@@ -1,9 +1,11 @@
-//! `edgetune perplexity MODEL --data FILE [--seq-len N] [--json]`
+//! `edgetune perplexity MODEL --data FILE [--adapter DIR] [--seq-len N] [--json]`
 
 use crate::common;
+use edgetune::adapters::load_peft_dir;
 use edgetune::gguf::GgufFile;
-use edgetune::model::generate::perplexity;
+use edgetune::model::generate::perplexity_by;
 use edgetune::tokenizer::Tokenizer;
+use edgetune::train::model::{adapter_perplexity, model_dims};
 use edgetune::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -12,7 +14,7 @@ use std::path::{Path, PathBuf};
     after_help = "Data: a text file is one document, tokenized once (with BOS if the model \
 adds one) and cut into windows of --seq-len tokens. A .jsonl file holds one record a line: \
 {\"text\": ...} is tokenized and cut into windows the same way; {\"input_ids\": [...]} is one \
-sequence, evaluated on its own. The mean NLL is averaged over every predicted token (a window of n \
+sequence, evaluated on its own (with \"labels\": [...], -100 marks tokens not predicted). The mean NLL is averaged over every predicted token (a window of n \
 tokens predicts n-1)."
 )]
 pub struct Args {
@@ -30,6 +32,11 @@ pub struct Args {
     /// Threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Apply this PEFT adapter directory (LoRA, IA3, prefix or prompt tuning, e.g. written by
+    /// `edgetune train`). With prompt tuning the last virtual token also predicts each
+    /// sequence's first token, as in PEFT's loss.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
 }
 
 fn windows(ids: &[u32], seq_len: usize, out: &mut Vec<Vec<u32>>) {
@@ -40,10 +47,32 @@ fn windows(ids: &[u32], seq_len: usize, out: &mut Vec<Vec<u32>>) {
     );
 }
 
-fn read_sequences(path: &Path, tok: &Tokenizer, seq_len: usize) -> Result<Vec<Vec<u32>>> {
+/// Sequences to evaluate, and their labels when any record gives them.
+struct Sequences {
+    ids: Vec<Vec<u32>>,
+    labels: Vec<Option<Vec<i32>>>,
+}
+
+impl Sequences {
+    fn labels(&self) -> Option<Vec<Vec<i32>>> {
+        self.labels.iter().any(Option::is_some).then(|| {
+            self.labels
+                .iter()
+                .zip(&self.ids)
+                .map(|(l, ids)| {
+                    l.clone()
+                        .unwrap_or_else(|| ids.iter().map(|&t| t as i32).collect())
+                })
+                .collect()
+        })
+    }
+}
+
+fn read_sequences(path: &Path, tok: &Tokenizer, seq_len: usize) -> Result<Sequences> {
     let bytes =
         std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let mut seqs = Vec::new();
+    let mut labels_of = Vec::new();
     let is_jsonl = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"));
@@ -76,7 +105,36 @@ fn read_sequences(path: &Path, tok: &Tokenizer, seq_len: usize) -> Result<Vec<Ve
                         tok.vocab_size()
                     )));
                 }
+                let labels = match v.get("labels") {
+                    None => None,
+                    Some(l) => {
+                        let l: Vec<i32> = serde_json::from_value(l.clone()).map_err(|_| {
+                            at("\"labels\" must be an array of token ids or -100".into())
+                        })?;
+                        if l.len() != ids.len() {
+                            return Err(at(format!(
+                                "{} labels for {} input_ids",
+                                l.len(),
+                                ids.len()
+                            )));
+                        }
+                        if let Some(bad) = l
+                            .iter()
+                            .find(|&&t| t != -100 && (t < 0 || t as usize >= tok.vocab_size()))
+                        {
+                            return Err(at(format!(
+                                "label {bad} is neither -100 nor a token id of the vocabulary of {}",
+                                tok.vocab_size()
+                            )));
+                        }
+                        Some(l)
+                    }
+                };
+                while labels_of.len() < seqs.len() {
+                    labels_of.push(None);
+                }
                 seqs.push(ids);
+                labels_of.push(labels);
             } else if let Some(text) = v.get("text").and_then(|t| t.as_str()) {
                 windows(&tok.encode(text, true)?, seq_len, &mut seqs);
             } else {
@@ -92,7 +150,11 @@ fn read_sequences(path: &Path, tok: &Tokenizer, seq_len: usize) -> Result<Vec<Ve
             path.display()
         )));
     }
-    Ok(seqs)
+    labels_of.resize(seqs.len(), None);
+    Ok(Sequences {
+        ids: seqs,
+        labels: labels_of,
+    })
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -111,7 +173,16 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     let seqs = read_sequences(&args.data, &tok, args.seq_len)?;
     let start = std::time::Instant::now();
-    let p = perplexity(&model, &seqs)?;
+    let labels = seqs.labels();
+    let p = match &args.adapter {
+        None => perplexity_by(&model, &seqs.ids, labels.as_deref(), &mut |b, l| {
+            model.loss(b, l)
+        })?,
+        Some(dir) => {
+            let mut adapter = load_peft_dir(dir, &model_dims(&model.config))?;
+            adapter_perplexity(&model, &mut adapter, &seqs.ids, labels.as_deref())?
+        }
+    };
     let secs = start.elapsed().as_secs_f64();
     if args.json {
         println!(
@@ -126,7 +197,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     eprintln!(
         "{} sequences, {} predicted tokens in {secs:.2} s ({:.1} tokens/s)",
-        seqs.len(),
+        seqs.ids.len(),
         p.tokens,
         p.tokens as f64 / secs.max(1e-9)
     );
