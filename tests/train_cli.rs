@@ -327,3 +327,112 @@ fn pack_fills_rows_and_covers_every_token_once_per_epoch() {
         .iter()
         .all(|l| l["loss"].as_f64().unwrap().is_finite()));
 }
+
+/// A write that fails in the middle of a checkpoint (the file-size limit `prlimit --fsize` makes
+/// writes fail with EFBIG, as a full disk fails them with ENOSPC) stops training with a message
+/// naming the last good checkpoint, which survives byte for byte; nothing half-written is left;
+/// resuming from it without the limit ends exactly where an undisturbed run ends.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_failed_checkpoint_write_keeps_the_previous_checkpoint() {
+    if Command::new("prlimit").arg("--version").output().is_err() {
+        panic!("prlimit (util-linux) is needed for this test");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let model = tiny_model();
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "train",
+            s(&model),
+            "--data",
+            s(&data),
+            "-o",
+            s(out),
+            "--steps",
+            "4",
+            "--checkpoint-every",
+            "2",
+            "--seq-len",
+            "32",
+            "--rank",
+            "2",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    // The undisturbed run.
+    let full = tmp.path().join("full");
+    let (ok, err) = edgetune(&args(&full).iter().map(|a| a.as_str()).collect::<Vec<_>>());
+    assert!(ok, "{err}");
+    let step2 = full.join("checkpoints/step-2");
+    let adapter_bytes = std::fs::metadata(step2.join("adapter_model.safetensors"))
+        .unwrap()
+        .len();
+    let optim_bytes = std::fs::metadata(step2.join("optimizer.safetensors"))
+        .unwrap()
+        .len();
+    assert!(optim_bytes > adapter_bytes + 4096);
+
+    // A second run resumes from step 2 with files capped between the adapter's size and the
+    // optimizer state's, so writing step 4 fails half way.
+    let out = tmp.path().join("capped");
+    std::fs::create_dir_all(out.join("checkpoints")).unwrap();
+    let kept = out.join("checkpoints/step-2");
+    let copy = Command::new("cp")
+        .args(["-r", s(&step2), s(&kept)])
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    std::fs::copy(full.join("metrics.jsonl"), out.join("metrics.jsonl")).unwrap();
+    let snapshot = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = snapshot(&kept);
+    let mut resume = args(&out);
+    resume.truncate(resume.len() - 2); // the shape comes from the checkpoint
+    resume.extend(["--resume".to_string(), s(&kept).to_string()]);
+    let cap = (adapter_bytes + optim_bytes) / 2;
+    let script = format!("trap '' XFSZ; exec prlimit --fsize={cap} \"$0\" \"$@\"",);
+    let res = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_edgetune"))
+        .args(&resume)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success(), "{err}");
+    assert!(
+        err.contains("checkpoint of step 4 failed") && err.contains("step-2 is intact"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&kept), before, "the previous checkpoint changed");
+    let left: Vec<String> = std::fs::read_dir(out.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["step-2"], "half-written checkpoint left behind");
+
+    // Without the cap, resuming from the kept checkpoint finishes as the undisturbed run did.
+    let (ok, err) = edgetune(&resume.iter().map(|a| a.as_str()).collect::<Vec<_>>());
+    assert!(ok, "{err}");
+    assert_eq!(
+        std::fs::read(out.join("adapter_model.safetensors")).unwrap(),
+        std::fs::read(full.join("adapter_model.safetensors")).unwrap()
+    );
+    let untimed_all = |d: &Path| metrics(d).into_iter().map(untimed).collect::<Vec<_>>();
+    assert_eq!(untimed_all(&out), untimed_all(&full));
+}

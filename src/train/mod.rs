@@ -454,7 +454,21 @@ impl Trainer {
             adapter.as_adapter(),
             &mut self.optimizer,
             &self.state,
-        )?;
+        )
+        .map_err(|e| {
+            let keep = match &self.last_checkpoint {
+                Some(d) => format!("the last good checkpoint {} is intact", d.display()),
+                None => "no earlier checkpoint exists".into(),
+            };
+            let what = format!(
+                "writing the checkpoint of step {} failed ({keep})",
+                self.state.step
+            );
+            match e {
+                Error::Io { context, source } => Error::io(format!("{what}: {context}"), source),
+                e => Error::InvalidArgument(format!("{what}: {e}")),
+            }
+        })?;
         self.last_checkpoint = Some(dir.clone());
         Ok(dir)
     }
