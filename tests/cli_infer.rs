@@ -250,3 +250,39 @@ fn perplexity_with_adapter_matches_peft_loss() {
     let without = base["mean_nll"].as_f64().unwrap();
     assert!((with - without).abs() / with > 1e-3, "{with} vs {without}");
 }
+
+/// PEFT opens the adapters `edgetune train` writes and computes what we compute with them:
+/// tests/fixtures/peft_load holds adapters our trainer wrote (LoRA on q,k,v, IA3, prefix,
+/// prompt), and the mean NLL `PeftModel.from_pretrained` gives with each on 4 sequences
+/// (scripts/reference/make_peft_load_fixtures.py, which also checks that PEFT loads every key
+/// with the file's exact values). `perplexity --adapter` must agree.
+#[test]
+fn peft_loads_our_adapters_and_agrees_on_the_loss() {
+    let dir = root().join("tests/fixtures/peft_load");
+    let peft: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("peft.json")).unwrap()).unwrap();
+    let methods = peft["methods"].as_object().unwrap();
+    assert_eq!(methods.len(), 4);
+    for (method, want) in methods {
+        let (ok, out, err) = edgetune(&[
+            "perplexity",
+            smollm2().to_str().unwrap(),
+            "--data",
+            dir.join("eval.jsonl").to_str().unwrap(),
+            "--adapter",
+            dir.join(method).to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(ok, "{method}: {err}");
+        let got: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(got["tokens"], want["tokens"], "{method}");
+        let (g, w) = (
+            got["mean_nll"].as_f64().unwrap(),
+            want["mean_nll"].as_f64().unwrap(),
+        );
+        assert!(
+            (g - w).abs() / w < 1e-4,
+            "{method}: mean NLL {g}, PEFT's {w}"
+        );
+    }
+}
