@@ -83,8 +83,9 @@ fn session<'w>(file: &'w GgufFile, data: &Path, out: &Path, targets: &str) -> Se
     Session::new(file, model, data, cfg).expect("session")
 }
 
-fn bench_train(c: &mut Criterion) {
-    let Some(path) = model_path() else { return };
+/// The model file, a temp dir and the data file in it.
+fn setup() -> Option<(PathBuf, GgufFile, tempfile::TempDir, PathBuf)> {
+    let path = model_path()?;
     let file = GgufFile::open(&path).expect("model file");
     let tmp = tempfile::tempdir().expect("tempdir");
     let n_vocab = Llama::new(&file, Arc::new(CpuBackend::new(1).expect("backend")))
@@ -92,6 +93,13 @@ fn bench_train(c: &mut Criterion) {
         .config
         .n_vocab;
     let data = write_data(tmp.path(), n_vocab);
+    Some((path, file, tmp, data))
+}
+
+fn bench_train(c: &mut Criterion) {
+    let Some((_, file, tmp, data)) = setup() else {
+        return;
+    };
     let mut g = c.benchmark_group("train_w");
     g.sample_size(10).measurement_time(Duration::from_secs(20));
     for (name, targets) in CASES {
@@ -105,14 +113,9 @@ fn bench_train(c: &mut Criterion) {
 
 /// Median step time of `n` steps after 2 warm-up steps, as tokens/s, with the RSS after them.
 fn summary() {
-    let Some(path) = model_path() else { return };
-    let file = GgufFile::open(&path).expect("model file");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let n_vocab = Llama::new(&file, Arc::new(CpuBackend::new(1).expect("backend")))
-        .expect("model")
-        .config
-        .n_vocab;
-    let data = write_data(tmp.path(), n_vocab);
+    let Some((path, file, tmp, data)) = setup() else {
+        return;
+    };
     println!(
         "\nworkload W: {} , seq {SEQ}, batch 1, {THREADS} threads",
         path.display()

@@ -92,17 +92,7 @@ fn packed_equals_one_by_one(model_name: &str, method: Method, mode: ActivationMo
     let dims = model_dims(&model.config);
     let spec = AdapterSpec {
         method,
-        targets: (method == Method::Lora).then(|| {
-            vec![
-                Target::AttnQ,
-                Target::AttnK,
-                Target::AttnV,
-                Target::AttnOutput,
-                Target::FfnGate,
-                Target::FfnUp,
-                Target::FfnDown,
-            ]
-        }),
+        targets: (method == Method::Lora).then(|| Target::ALL.to_vec()),
         rank: 4,
         alpha: 8.0,
         num_virtual_tokens: 3,
