@@ -286,3 +286,60 @@ fn peft_loads_our_adapters_and_agrees_on_the_loss() {
         );
     }
 }
+
+/// Several adapters at once, as PEFT runs several active adapters (`set_adapter([...])`): two
+/// LoRA adapters (ours and one PEFT saved) add their deltas, two IA3 adapters multiply their
+/// scalings. Fixture: the "stacked" part of tests/fixtures/peft_load/peft.json. Each stack's loss
+/// differs from either adapter alone by more than the tolerance, so applying one is caught.
+#[test]
+fn several_adapters_apply_together_as_in_peft() {
+    let fixtures = root().join("tests/fixtures");
+    let peft: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures.join("peft_load/peft.json")).unwrap(),
+    )
+    .unwrap();
+    let stacked = peft["stacked"].as_object().unwrap();
+    assert_eq!(stacked.len(), 2);
+    for (name, want) in stacked {
+        let mut args = vec![
+            "perplexity".to_string(),
+            smollm2().to_str().unwrap().to_string(),
+            "--data".into(),
+            fixtures
+                .join("peft_load/eval.jsonl")
+                .to_str()
+                .unwrap()
+                .into(),
+            "--json".into(),
+        ];
+        for d in want["dirs"].as_array().unwrap() {
+            args.push("--adapter".into());
+            args.push(fixtures.join(d.as_str().unwrap()).to_str().unwrap().into());
+        }
+        let (ok, out, err) = edgetune(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(ok, "{name}: {err}");
+        let got: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let (g, w) = (
+            got["mean_nll"].as_f64().unwrap(),
+            want["mean_nll"].as_f64().unwrap(),
+        );
+        assert!((g - w).abs() / w < 1e-4, "{name}: {g} vs PEFT's {w}");
+        let single = peft["methods"][name]["mean_nll"].as_f64().unwrap();
+        assert!(
+            (single - w).abs() / w > 1e-4,
+            "{name}: stack equals one adapter"
+        );
+    }
+    // Mixed methods are refused with the reason.
+    let (ok, _, err) = edgetune(&[
+        "perplexity",
+        smollm2().to_str().unwrap(),
+        "--data",
+        fixtures.join("peft_load/eval.jsonl").to_str().unwrap(),
+        "--adapter",
+        fixtures.join("peft_load/lora").to_str().unwrap(),
+        "--adapter",
+        fixtures.join("peft_load/ia3").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("all be LoRA or all IA3"), "{err}");
+}

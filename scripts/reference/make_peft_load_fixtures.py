@@ -11,12 +11,17 @@ un-permutation — IA3, prefix tuning and prompt tuning with 4 virtual tokens), 
    -100 ignored; with prompt tuning the last virtual token predicts the first label, as PEFT's
    loss does).
 
+Then two stacks, each run by PEFT as several active adapters (`set_adapter([...])`): our LoRA with
+the LoRA PEFT saved in tests/fixtures/train/lora_init (deltas add up), and our IA3 with
+tests/fixtures/train/ia3_init (scalings multiply); same NLL check.
+
 Writes tests/fixtures/peft_load/: METHOD/adapter_config.json + adapter_model.safetensors (our
 files, as trained), eval.jsonl (the 4 sequences) and peft.json (per method: predicted tokens and
-mean NLL). tests/cli_infer.rs runs `edgetune perplexity --adapter` on the same
+mean NLL; under "stacked", per stack its directories and mean NLL). tests/cli_infer.rs runs `edgetune perplexity --adapter` on the same
 files and compares. Needs torch, transformers, peft (not part of CI).
 
 Usage: .venv/bin/python scripts/reference/make_peft_load_fixtures.py [--edgetune target/release/edgetune]
+       [--skip-train]   (reuse the adapters already in the fixture directory)
 """
 
 import argparse
@@ -74,6 +79,7 @@ def main():
     ap.add_argument("--edgetune", type=Path, default=root / "target/release/edgetune")
     ap.add_argument("--models", type=Path, default=root / "models")
     ap.add_argument("--out", type=Path, default=root / "tests/fixtures/peft_load")
+    ap.add_argument("--skip-train", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(2)
     rows = []
@@ -84,13 +90,14 @@ def main():
     (a.out / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     results = {}
     for method, extra in METHODS.items():
-        with tempfile.TemporaryDirectory() as tmp:
-            run = Path(tmp) / method
-            train(a.edgetune, a.models / GGUF, root / "tests/fixtures/train/sequences.jsonl", run, extra)
-            dst = a.out / method
-            dst.mkdir(exist_ok=True)
-            for f in ("adapter_config.json", "adapter_model.safetensors"):
-                shutil.copy(run / f, dst / f)
+        dst = a.out / method
+        if not a.skip_train:
+            with tempfile.TemporaryDirectory() as tmp:
+                run = Path(tmp) / method
+                train(a.edgetune, a.models / GGUF, root / "tests/fixtures/train/sequences.jsonl", run, extra)
+                dst.mkdir(exist_ok=True)
+                for f in ("adapter_config.json", "adapter_model.safetensors"):
+                    shutil.copy(run / f, dst / f)
         base = AutoModelForCausalLM.from_pretrained(str(a.models), gguf_file=GGUF, dtype=torch.float32)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -110,10 +117,23 @@ def main():
         mean_nll, tokens = evaluate(pm, rows, n_virtual)
         results[method] = {"tokens": tokens, "mean_nll": mean_nll}
         print(method, tokens, mean_nll)
+    stacked = {}
+    for name, dirs in {"lora": ["peft_load/lora", "train/lora_init"],
+                       "ia3": ["peft_load/ia3", "train/ia3_init"]}.items():
+        base = AutoModelForCausalLM.from_pretrained(str(a.models), gguf_file=GGUF, dtype=torch.float32)
+        paths = [root / "tests/fixtures" / d for d in dirs]
+        pm = PeftModel.from_pretrained(base, str(paths[0]), adapter_name="a0")
+        for i, p in enumerate(paths[1:], 1):
+            pm.load_adapter(str(p), adapter_name=f"a{i}")
+        pm.base_model.set_adapter([f"a{i}" for i in range(len(paths))])
+        pm.eval()
+        mean_nll, tokens = evaluate(pm, rows, 0)
+        stacked[name] = {"dirs": dirs, "tokens": tokens, "mean_nll": mean_nll}
+        print("stacked", name, tokens, mean_nll)
     meta = {"generated_by": "scripts/reference/make_peft_load_fixtures.py", "model": GGUF,
             "torch": torch.__version__, "peft": __import__("peft").__version__,
             "transformers": __import__("transformers").__version__}
-    (a.out / "peft.json").write_text(json.dumps({"meta": meta, "methods": results}, indent=1) + "\n")
+    (a.out / "peft.json").write_text(json.dumps({"meta": meta, "methods": results, "stacked": stacked}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ pub mod permute;
 pub mod prefix;
 pub mod prompt;
 pub mod rng;
+pub mod stack;
 pub mod target;
 
 pub use config::{MethodConfig, PeftConfig};

@@ -13,6 +13,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod infer;
 pub mod metrics;
 pub mod model;
 pub mod session;

@@ -106,6 +106,18 @@ fn extra_of(model: &Llama, adapter: &AnyAdapter) -> Result<Extra> {
     }
 }
 
+/// Prefix-tuning keys/values (permuted for the model) or prompt-tuning embeddings of `adapter`.
+pub(crate) fn extra_parts(
+    model: &Llama,
+    adapter: &AnyAdapter,
+) -> Result<(Option<PrefixKv>, Option<Vec<f32>>)> {
+    Ok(match extra_of(model, adapter)? {
+        Extra::None => (None, None),
+        Extra::Prefix(p) => (Some(p), None),
+        Extra::Virtual(v) => (None, Some(v)),
+    })
+}
+
 fn options(extra: &Extra, mode: ActivationMode) -> ForwardOptions<'_> {
     ForwardOptions {
         mode,
@@ -307,35 +319,5 @@ pub fn new_adapter(dims: &ModelDims, spec: &AdapterSpec, seed: u64) -> Result<An
             },
             seed,
         )?),
-    })
-}
-
-/// Perplexity of `sequences` with `adapter` applied (`perplexity --adapter`): each sequence on
-/// its own, as `model::generate::perplexity`. With prompt tuning the last virtual token also
-/// predicts the first token, as in PEFT's loss.
-pub fn adapter_perplexity(
-    model: &Llama,
-    adapter: &mut AnyAdapter,
-    sequences: &[Vec<u32>],
-    labels: Option<&[Vec<i32>]>,
-) -> Result<crate::model::generate::Perplexity> {
-    let mut objective = LlamaObjective {
-        model,
-        mode: ActivationMode::Inference,
-    };
-    crate::model::generate::perplexity_by(model, sequences, labels, &mut |batch, labels| {
-        let b = MicroBatch {
-            rows: batch.n_seq,
-            width: batch.seq_len,
-            input_ids: batch.tokens.to_vec(),
-            labels: labels.to_vec(),
-            tokens: batch.tokens.len(),
-            doc_lengths: Vec::new(),
-        };
-        let s = objective.evaluate(adapter, &b)?;
-        Ok(crate::model::LossStats {
-            sum_nll: s.sum_nll,
-            n_tokens: s.n_tokens,
-        })
     })
 }

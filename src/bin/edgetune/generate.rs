@@ -1,12 +1,10 @@
 //! `edgetune generate MODEL -p PROMPT [--chat] [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S]`
 
 use crate::common;
-use edgetune::adapters::peft::load_peft_dir;
 use edgetune::chat::{ChatTemplate, Message};
 use edgetune::gguf::GgufFile;
 use edgetune::model::generate::{generate_with, GenerateAdapters, GenerateParams};
-use edgetune::model::PrefixKv;
-use edgetune::train::model::{model_dims, AdapterHook};
+use edgetune::train::infer::InferenceAdapters;
 use edgetune::{Error, Result};
 use std::io::Write;
 use std::path::PathBuf;
@@ -25,9 +23,10 @@ pub struct Args {
     #[arg(short = 'p', long)]
     prompt: String,
     /// A PEFT adapter directory (LoRA, IA3, prefix or prompt tuning, e.g. written by `edgetune
-    /// train`) to apply while generating.
+    /// train`) to apply while generating; repeat it to apply several LoRA (or several IA3)
+    /// adapters together, as PEFT does with several active adapters.
     #[arg(long, value_name = "DIR")]
-    adapter: Option<PathBuf>,
+    adapter: Vec<PathBuf>,
     /// Wrap the prompt as a user message in the model's chat template (with the generation prompt).
     #[arg(long)]
     chat: bool,
@@ -89,33 +88,12 @@ pub fn run(args: Args) -> Result<()> {
     let mut write_error = None;
     let start = Instant::now();
     let mut first_token_at = None;
-    let mut adapter = match &args.adapter {
-        Some(dir) => Some(load_peft_dir(dir, &model_dims(&model.config))?),
-        None => None,
-    };
-    let mut prefix = None;
-    let mut virtual_tokens = None;
-    if let Some(a) = &adapter {
-        if let Some(p) = a.as_prefix() {
-            let cfg = &model.config;
-            let n = p.num_virtual_tokens();
-            let mut kv = vec![0f32; cfg.n_layer * 2 * n * cfg.kv_dim()];
-            p.gather(&mut kv)?;
-            prefix = Some(PrefixKv::from_vec(cfg, n, kv)?);
-        }
-        virtual_tokens = a.as_prompt().map(|p| p.embeddings().to_vec());
-    }
-    let mut hook = adapter.as_mut().map(|a| {
-        let a = a.as_adapter_mut();
-        a.set_training(None);
-        AdapterHook(a)
-    });
+    let mut adapters = InferenceAdapters::load(&model, &args.adapter)?;
+    let (prefix, virtual_tokens, mut hook) = adapters.parts();
     let adapters = GenerateAdapters {
-        hook: hook
-            .as_mut()
-            .map(|h| h as &mut dyn edgetune::model::hook::LinearHook),
-        prefix,
-        virtual_tokens: virtual_tokens.as_deref(),
+        hook: Some(&mut hook),
+        prefix: prefix.cloned(),
+        virtual_tokens,
     };
     let generated = generate_with(&model, &prompt_ids, &params, adapters, &mut |id| {
         first_token_at.get_or_insert_with(Instant::now);

@@ -1,11 +1,9 @@
 //! `edgetune perplexity MODEL --data FILE [--adapter DIR] [--seq-len N] [--json]`
 
 use crate::common;
-use edgetune::adapters::load_peft_dir;
 use edgetune::gguf::GgufFile;
-use edgetune::model::generate::perplexity_by;
 use edgetune::tokenizer::Tokenizer;
-use edgetune::train::model::{adapter_perplexity, model_dims};
+use edgetune::train::infer::InferenceAdapters;
 use edgetune::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -33,10 +31,11 @@ pub struct Args {
     #[arg(long)]
     threads: Option<usize>,
     /// Apply this PEFT adapter directory (LoRA, IA3, prefix or prompt tuning, e.g. written by
-    /// `edgetune train`). With prompt tuning the last virtual token also predicts each
-    /// sequence's first token, as in PEFT's loss.
-    #[arg(long)]
-    adapter: Option<PathBuf>,
+    /// `edgetune train`); repeat it to apply several LoRA (or several IA3) adapters together, as
+    /// PEFT does with several active adapters. With prompt tuning the last virtual token also
+    /// predicts each sequence's first token, as in PEFT's loss.
+    #[arg(long, value_name = "DIR")]
+    adapter: Vec<PathBuf>,
 }
 
 fn windows(ids: &[u32], seq_len: usize, out: &mut Vec<Vec<u32>>) {
@@ -174,15 +173,11 @@ pub fn run(args: Args) -> Result<()> {
     let seqs = read_sequences(&args.data, &tok, args.seq_len)?;
     let start = std::time::Instant::now();
     let labels = seqs.labels();
-    let p = match &args.adapter {
-        None => perplexity_by(&model, &seqs.ids, labels.as_deref(), &mut |b, l| {
-            model.loss(b, l)
-        })?,
-        Some(dir) => {
-            let mut adapter = load_peft_dir(dir, &model_dims(&model.config))?;
-            adapter_perplexity(&model, &mut adapter, &seqs.ids, labels.as_deref())?
-        }
-    };
+    let p = InferenceAdapters::load(&model, &args.adapter)?.perplexity(
+        &model,
+        &seqs.ids,
+        labels.as_deref(),
+    )?;
     let secs = start.elapsed().as_secs_f64();
     if args.json {
         println!(
