@@ -467,22 +467,33 @@ fn attention_rejects_inconsistent_sizes() {
     );
 }
 
+/// A vocabulary of 13 (one tile) and one of 2·VOCAB_TILE + 37 (two full tiles and a partial one,
+/// targets in each, so the running log-sum-exp rescales across tiles).
 #[test]
 fn cross_entropy_matches_reference_and_backward_matches_finite_differences() {
-    let (n, d, vocab) = (7, 8, 13);
+    use edgetune::model::ops::cross_entropy::VOCAB_TILE;
+    cross_entropy_case(13, [3, IGNORE_INDEX, 0, 12, 5, IGNORE_INDEX, 7]);
+    let v = 2 * VOCAB_TILE as i32 + 37;
+    cross_entropy_case(
+        v as usize,
+        [v - 1, IGNORE_INDEX, 0, VOCAB_TILE as i32, 5, IGNORE_INDEX, v - 40],
+    );
+}
+
+fn cross_entropy_case(vocab: usize, targets: [i32; 7]) {
+    let (n, d) = (7, 8);
     let mut rng = TestRng::new(6);
     let mut hidden = rng.vec(n * d, 1.0);
     let wv = rng.vec(vocab * d, 1.0);
     let wb = f32_bytes(&wv);
     let w = f32_weight(&wb, d, vocab);
-    let targets = [3, IGNORE_INDEX, 0, 12, 5, IGNORE_INDEX, 7];
     let dl: Vec<f32> = targets
         .iter()
         .map(|&t| {
             if t == IGNORE_INDEX {
                 0.0
             } else {
-                0.2 + 0.1 * t as f32
+                0.2 + 0.1 * (t % 13) as f32
             }
         })
         .collect();
@@ -539,11 +550,11 @@ fn cross_entropy_matches_reference_and_backward_matches_finite_differences() {
         chunk_rows: 4,
     };
     let mut l = vec![0f32; n];
-    let bad = [3, 13, 0, 0, 0, 0, 0];
+    let bad = [3, vocab as i32, 0, 0, 0, 0, 0];
     let err = cross_entropy_forward(&mut l, &hidden, &bad, &head)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("target 13"), "{err}");
+    assert!(err.contains(&format!("target {vocab}")), "{err}");
 }
 
 #[test]

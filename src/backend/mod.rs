@@ -21,6 +21,42 @@ pub struct LinearWeight<'a> {
     pub n_out: usize,
 }
 
+impl LinearWeight<'_> {
+    /// Decodes whole rows `row0..row0 + dst.len() / n_in` to f32 (consecutive rows are
+    /// consecutive bytes in every storage, NF4 included: any element range decodes).
+    pub fn decode_rows(&self, row0: usize, dst: &mut [f32]) -> Result<()> {
+        let n_in = self.n_in.max(1);
+        let rows = dst.len() / n_in;
+        if rows * n_in != dst.len() || row0 + rows > self.n_out {
+            return Err(crate::Error::InvalidArgument(format!(
+                "decode_rows: {} values from row {row0} are not whole rows of a [{}, {}] weight",
+                dst.len(),
+                self.n_out,
+                self.n_in
+            )));
+        }
+        match &self.data {
+            WeightData::Ggml { ty, bytes } => {
+                let rb = ty.row_bytes(self.n_in as u64).ok_or_else(|| {
+                    crate::Error::InvalidArgument(format!(
+                        "decode_rows: n_in {} is not a multiple of the {ty} block size",
+                        self.n_in
+                    ))
+                })? as usize;
+                let src = bytes.get(row0 * rb..(row0 + rows) * rb).ok_or_else(|| {
+                    crate::Error::InvalidArgument(format!(
+                        "decode_rows: rows {row0}..{} are past the {} bytes of the {ty} weight",
+                        row0 + rows,
+                        bytes.len()
+                    ))
+                })?;
+                crate::quant::dequantize(*ty, src, dst)
+            }
+            WeightData::Nf4(view) => view.dequantize_range(row0 * self.n_in, dst),
+        }
+    }
+}
+
 /// Heavy operations. Every method is deterministic for a given thread count.
 #[allow(clippy::too_many_arguments)] // BLAS-style GEMM signatures read best flat
 pub trait Backend: Send + Sync {

@@ -32,7 +32,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 /// Rows of logits the output projection materialises at once, unless set otherwise.
-pub const DEFAULT_LM_CHUNK_ROWS: usize = 64;
+pub const DEFAULT_LM_CHUNK_ROWS: usize = 512;
 
 /// `n_seq` sequences of `seq_len` tokens, row-major (`tokens[b·seq_len + t]`). Shorter sequences
 /// are right-padded (any token) with label −100 at the padding: causal attention never lets a

@@ -2,9 +2,12 @@
 //! rows at a time, so the largest logits buffer is `[chunk_rows, n_vocab]` however many tokens
 //! there are. Rows whose target is `IGNORE_INDEX` are skipped entirely (no logits computed).
 //!
-//! `loss[r] = logsumexp(logits[r]) − logits[r, target[r]]`, `logits = hidden · Wᵀ`. Backward
-//! recomputes each chunk's logits, turns them into `dloss[r] · (softmax − onehot)` and sends that
-//! through the backend's `linear_backward_input` to get `dhidden`.
+//! `loss[r] = logsumexp(logits[r]) − logits[r, target[r]]`, `logits = hidden · Wᵀ`. The vocabulary
+//! is walked in tiles of `VOCAB_TILE` weight rows, each decoded once per pass and used for every
+//! row of the chunk: the forward keeps a running log-sum-exp per row; backward walks the tiles
+//! again, recomputing the tile's logits, turning them into `dloss[r] · (softmax − onehot)` with the
+//! final log-sum-exp and adding `dlogits · W_tile` into `dhidden`. So a training step decodes the
+//! output weight twice per chunk of rows, and no buffer holds a whole vocabulary row.
 
 use super::{check_len, vexp, IGNORE_INDEX};
 use crate::backend::{Backend, LinearWeight};
@@ -106,63 +109,75 @@ fn run(
         }
         rows.push(r);
     }
-    let c_max = head.chunk_rows.min(rows.len());
-    let mut x = vec![0f32; c_max * d]; // [c, d]
-    let mut logits = vec![0f32; c_max * n_vocab]; // [c, n_vocab]
-    let mut dx = match mode {
-        Mode::Backward { .. } => vec![0f32; c_max * d], // [c, d]
-        Mode::Forward => Vec::new(),
-    };
     let dlosses = match &mode {
         Mode::Backward { dlosses, .. } => Some(*dlosses),
         Mode::Forward => None,
+    };
+    let tile = VOCAB_TILE.min(n_vocab);
+    let c_max = head.chunk_rows.min(rows.len());
+    let mut x = vec![0f32; c_max * d]; // [c, d]
+    let mut w = vec![0f32; tile * d]; // [tile, d]: rows v0..v1 of the weight
+    let mut logits = vec![0f32; c_max * tile]; // [c, tile]
+    let mut dx = match mode {
+        Mode::Backward { .. } => vec![0f32; c_max * d], // [c, d]
+        Mode::Forward => Vec::new(),
     };
     for chunk in rows.chunks(head.chunk_rows.max(1)) {
         let c = chunk.len();
         for (xr, &r) in x.chunks_exact_mut(d).zip(chunk) {
             xr.copy_from_slice(&hidden[r * d..(r + 1) * d]);
         }
-        head.backend
-            .linear_forward(&x[..c * d], c, head.weight, &mut logits[..c * n_vocab])?;
-        // Rows are independent: softmax them on the backend's threads, each row's loss kept
-        // next to it.
-        let slots: Vec<Mutex<(&mut [f32], f32)>> = logits[..c * n_vocab]
-            .chunks_exact_mut(n_vocab)
-            .map(|lr| Mutex::new((lr, 0.0)))
+        // Pass 1: the log-sum-exp of every row, one vocabulary tile at a time (online: a running
+        // max and a sum of exponentials rescaled when the max grows), and the target's logit.
+        let mut stats: Vec<Mutex<RowStats>> = (0..c).map(|_| Mutex::new(RowStats::new())).collect();
+        for v0 in (0..n_vocab).step_by(tile) {
+            let tv = tile.min(n_vocab - v0);
+            tile_logits(head, &x[..c * d], v0, &mut w[..tv * d], &mut logits[..c * tv], c)?;
+            let rows_in: Vec<Mutex<&mut [f32]>> =
+                logits[..c * tv].chunks_exact_mut(tv).map(Mutex::new).collect();
+            head.backend.parallel_for(c, &|i| {
+                let mut row = lock(&rows_in[i])?;
+                let t = targets[chunk[i]] as usize;
+                let target = (v0..v0 + tv).contains(&t).then(|| row[t - v0]);
+                lock(&stats[i])?.add(&mut row, target);
+                Ok(())
+            })?;
+        }
+        let lse: Vec<(f32, f32)> = stats
+            .iter_mut()
+            .map(|m| m.get_mut().map_or((f32::NAN, f32::NAN), |s| s.finish()))
             .collect();
-        head.backend.parallel_for(c, &|i| {
-            let mut slot = slots[i]
-                .lock()
-                .map_err(|_| Error::InvalidArgument("cross-entropy: a worker panicked".into()))?;
-            let (lr, loss) = &mut *slot;
-            let r = chunk[i];
-            let t = targets[r] as usize;
-            let target = lr[t];
-            let max = vexp::max(lr);
-            lr.iter_mut().for_each(|v| *v = vexp::exp(*v - max));
-            let sum = vexp::sum_f64(lr);
-            let lse = max + sum.ln() as f32;
-            *loss = lse - target;
-            if let Some(dlosses) = dlosses {
-                // softmax · g = exp(v − max) · g / sum.
-                let g = dlosses[r];
-                let s = (g as f64 / sum) as f32;
-                lr.iter_mut().for_each(|v| *v *= s);
-                lr[t] -= g;
-            }
-            Ok(())
-        })?;
         if let Some(l) = losses.as_deref_mut() {
-            for (slot, &r) in slots.iter().zip(chunk) {
-                l[r] = slot.lock().map_or(f32::NAN, |s| s.1);
+            for (&(lse, target), &r) in lse.iter().zip(chunk) {
+                l[r] = lse - target;
             }
         }
-        drop(slots);
-        if let Mode::Backward { dhidden, .. } = &mut mode {
+        // Pass 2 (backward): dlogits = g·(softmax − onehot) per tile, recomputed from the
+        // log-sum-exp, and dx += dlogits · W_tile.
+        if let (Mode::Backward { dhidden, .. }, Some(dlosses)) = (&mut mode, dlosses) {
             let dxc = &mut dx[..c * d];
             dxc.fill(0.0);
-            head.backend
-                .linear_backward_input(&logits[..c * n_vocab], c, head.weight, dxc)?;
+            for v0 in (0..n_vocab).step_by(tile) {
+                let tv = tile.min(n_vocab - v0);
+                tile_logits(head, &x[..c * d], v0, &mut w[..tv * d], &mut logits[..c * tv], c)?;
+                let rows_out: Vec<Mutex<&mut [f32]>> =
+                    logits[..c * tv].chunks_exact_mut(tv).map(Mutex::new).collect();
+                head.backend.parallel_for(c, &|i| {
+                    let mut row = lock(&rows_out[i])?;
+                    let r = chunk[i];
+                    let g = dlosses[r];
+                    let lse = lse[i].0;
+                    row.iter_mut().for_each(|v| *v = vexp::exp(*v - lse) * g);
+                    let t = targets[r] as usize;
+                    if (v0..v0 + tv).contains(&t) {
+                        row[t - v0] -= g;
+                    }
+                    Ok(())
+                })?;
+                drop(rows_out);
+                head.backend
+                    .gemm_nn(&logits[..c * tv], &w[..tv * d], dxc, c, d, tv, 1.0);
+            }
             for (g, &r) in dxc.chunks_exact(d).zip(chunk) {
                 for (a, &b) in dhidden[r * d..(r + 1) * d].iter_mut().zip(g) {
                     *a += b;
@@ -171,4 +186,74 @@ fn run(
         }
     }
     Ok(())
+}
+
+/// Vocabulary rows per tile: the weight tile `[VOCAB_TILE, d]` is decoded once per pass over a
+/// chunk of rows, and the logits buffer is `[chunk_rows, VOCAB_TILE]`.
+pub const VOCAB_TILE: usize = 1024;
+
+/// `logits[c, tv] = x[c, d] · W[v0..v0 + tv]ᵀ`, decoding the weight rows into `w`.
+fn tile_logits(
+    head: &LmHead,
+    x: &[f32],
+    v0: usize,
+    w: &mut [f32],
+    logits: &mut [f32],
+    c: usize,
+) -> Result<()> {
+    let d = head.weight.n_in;
+    let tv = w.len() / d;
+    // Decode in parallel pieces (the GEMM that follows is threaded too).
+    let parts = head.backend.threads().clamp(1, tv);
+    let per = tv.div_ceil(parts);
+    let pieces: Vec<Mutex<&mut [f32]>> = w.chunks_mut(per * d).map(Mutex::new).collect();
+    head.backend.parallel_for(pieces.len(), &|i| {
+        let mut piece = lock(&pieces[i])?;
+        head.weight.decode_rows(v0 + i * per, &mut piece)
+    })?;
+    drop(pieces);
+    head.backend.gemm_nt(x, w, logits, c, tv, d, 0.0);
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    m.lock()
+        .map_err(|_| Error::InvalidArgument("cross-entropy: a worker panicked".into()))
+}
+
+/// A row's running maximum and sum of `exp(logit − max)` over the tiles seen, and its target's
+/// logit once seen.
+struct RowStats {
+    max: f32,
+    sum: f64,
+    target: f32,
+}
+
+impl RowStats {
+    fn new() -> RowStats {
+        RowStats {
+            max: f32::NEG_INFINITY,
+            sum: 0.0,
+            target: f32::NAN,
+        }
+    }
+
+    /// Takes in one tile of the row's logits (overwritten with scratch).
+    fn add(&mut self, row: &mut [f32], target: Option<f32>) {
+        let m = vexp::max(row).max(self.max);
+        if m > self.max && self.sum > 0.0 {
+            self.sum *= ((self.max - m) as f64).exp();
+        }
+        self.max = m;
+        row.iter_mut().for_each(|v| *v = vexp::exp(*v - m));
+        self.sum += vexp::sum_f64(row);
+        if let Some(t) = target {
+            self.target = t;
+        }
+    }
+
+    /// `(logsumexp, target logit)`.
+    fn finish(&self) -> (f32, f32) {
+        (self.max + self.sum.ln() as f32, self.target)
+    }
 }
