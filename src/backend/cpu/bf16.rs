@@ -13,18 +13,54 @@
 use super::gemm::Block;
 use super::kernels::Kernels;
 use super::pack::Dense;
+use crate::cpu::SimdLevel;
 
-/// The bf16 bits (in the low 16 bits) nearest to `x`, ties to even.
+/// The bf16 bits (in the low 16 bits) nearest to `x`, ties to even. Branch-free, so loops over
+/// it vectorise.
 #[inline(always)]
 pub(crate) fn bf16_bits(x: f32) -> u32 {
     let b = x.to_bits();
+    // Finite values round up to infinity correctly; only NaN patterns can wrap, and they are
+    // replaced.
+    let r = b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16;
     if b & 0x7fff_ffff > 0x7f80_0000 {
         0x7fc0
     } else {
-        // Finite values up to the largest bf16 round up to infinity correctly: no u32 overflow
-        // below the NaN patterns.
-        (b + 0x7fff + ((b >> 16) & 1)) >> 16
+        r
     }
+}
+
+/// Defines `$name(level, args..)`, which runs `$body` compiled for the widest vectors of `level`
+/// (the conversions are plain loops the compiler vectorises; without this they would get the
+/// baseline target's 128-bit vectors).
+macro_rules! per_level {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+        $(#[$doc])*
+        pub(crate) fn $name(level: SimdLevel, $($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+            fn avx512($($arg: $ty),*) {
+                body($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            fn avx2($($arg: $ty),*) {
+                body($($arg),*)
+            }
+            match level {
+                // SAFETY: backends hold only levels from `available_levels()`: the CPU has these
+                // features.
+                #[cfg(target_arch = "x86_64")]
+                SimdLevel::Avx512 => unsafe { avx512($($arg),*) },
+                // SAFETY: as above.
+                #[cfg(target_arch = "x86_64")]
+                SimdLevel::Avx2 => unsafe { avx2($($arg),*) },
+                _ => body($($arg),*),
+            }
+        }
+    };
 }
 
 /// `x` rounded to the nearest bf16, as an f32.
@@ -33,37 +69,43 @@ pub fn round_bf16(x: f32) -> f32 {
     f32::from_bits(bf16_bits(x) << 16)
 }
 
-/// Rounds every value of `v` to bf16 in place.
-pub(crate) fn round_in_place(v: &mut [f32]) {
-    for x in v {
-        *x = round_bf16(*x);
-    }
-}
-
-/// `dst[i] = pair(src[2i], src[2i+1])` (a missing odd element is zero); `dst.len()` must be
-/// `ceil(src.len()/2)`.
-pub(crate) fn pairs_along(src: &[f32], dst: &mut [u32]) {
-    debug_assert_eq!(dst.len(), src.len().div_ceil(2));
-    let mut it = src.chunks_exact(2);
-    for (d, s) in dst.iter_mut().zip(it.by_ref()) {
-        *d = bf16_bits(s[0]) | (bf16_bits(s[1]) << 16);
-    }
-    if let [last] = it.remainder() {
-        dst[src.len() / 2] = bf16_bits(*last);
-    }
-}
-
-/// `dst[j] = pair(lo[j], hi[j])` (`hi` missing: zeros); `dst.len() == lo.len()`.
-pub(crate) fn pairs_across(lo: &[f32], hi: Option<&[f32]>, dst: &mut [u32]) {
-    match hi {
-        Some(hi) => {
-            for ((d, &l), &h) in dst.iter_mut().zip(lo).zip(hi) {
-                *d = bf16_bits(l) | (bf16_bits(h) << 16);
-            }
+per_level! {
+    /// Rounds every value of `v` to bf16 in place.
+    fn round_in_place(v: &mut [f32]) {
+        for x in v {
+            *x = round_bf16(*x);
         }
-        None => {
-            for (d, &l) in dst.iter_mut().zip(lo) {
-                *d = bf16_bits(l);
+    }
+}
+
+per_level! {
+    /// `dst[i] = pair(src[2i], src[2i+1])` (a missing odd element is zero); `dst.len()` must be
+    /// `ceil(src.len()/2)`.
+    fn pairs_along(src: &[f32], dst: &mut [u32]) {
+        debug_assert_eq!(dst.len(), src.len().div_ceil(2));
+        let mut it = src.chunks_exact(2);
+        for (d, s) in dst.iter_mut().zip(it.by_ref()) {
+            *d = bf16_bits(s[0]) | (bf16_bits(s[1]) << 16);
+        }
+        if let [last] = it.remainder() {
+            dst[src.len() / 2] = bf16_bits(*last);
+        }
+    }
+}
+
+per_level! {
+    /// `dst[j] = pair(lo[j], hi[j])` (`hi` missing: zeros); `dst.len() == lo.len()`.
+    fn pairs_across(lo: &[f32], hi: Option<&[f32]>, dst: &mut [u32]) {
+        match hi {
+            Some(hi) => {
+                for ((d, &l), &h) in dst.iter_mut().zip(lo).zip(hi) {
+                    *d = bf16_bits(l) | (bf16_bits(h) << 16);
+                }
+            }
+            None => {
+                for (d, &l) in dst.iter_mut().zip(lo) {
+                    *d = bf16_bits(l);
+                }
             }
         }
     }
@@ -109,7 +151,7 @@ pub(crate) fn pack_runs_along_k(
     }
     tmp.resize(rows * kc2, 0);
     for (r, out) in tmp.chunks_exact_mut(kc2).enumerate() {
-        pairs_along(&src[r * ld..r * ld + kc], out);
+        pairs_along(kern.level(), &src[r * ld..r * ld + kc], out);
     }
     kern.transpose_bits(tmp, kc2, rows, kc2, dst, width);
 }
@@ -161,7 +203,7 @@ pub(crate) fn pack_a(
                 // A stored transposed: each step reads `rows` neighbours of two source rows.
                 let lo = &a.data[p * a.cs + i0..p * a.cs + i0 + rows];
                 let hi = (2 * p2 + 1 < kc).then(|| &a.data[(p + 1) * a.cs + i0..][..rows]);
-                pairs_across(lo, hi, &mut out[..rows]);
+                pairs_across(kern.level(), lo, hi, &mut out[..rows]);
             } else {
                 for (i, o) in out[..rows].iter_mut().enumerate() {
                     let hi = if 2 * p2 + 1 < kc { at(p + 1, i) } else { 0.0 };
@@ -204,7 +246,7 @@ pub(crate) fn pack_b(kern: &Kernels, b: Dense, blk: Block, dst: &mut [u32], tmp:
         if b.cs == 1 {
             let lo = &b.data[p * b.rs + j0..p * b.rs + j0 + nc];
             let hi = (2 * p2 + 1 < kc).then(|| &b.data[(p + 1) * b.rs + j0..][..nc]);
-            pairs_across(lo, hi, tmp);
+            pairs_across(kern.level(), lo, hi, tmp);
         } else {
             for (j, t) in tmp.iter_mut().enumerate() {
                 let at = |p: usize| b.data[(j0 + j) * b.cs + p * b.rs];
@@ -241,15 +283,53 @@ mod tests {
     }
 
     #[test]
+    fn vectorised_conversions_match_the_scalar_one_at_every_level() {
+        // Odd lengths, NaN/inf/ties/denormals mixed in, one element in (unaligned).
+        let mut v: Vec<f32> = (0..1000u32)
+            .map(|i| f32::from_bits(i.wrapping_mul(2654435761) ^ (i << 15)))
+            .collect();
+        v.extend([
+            f32::NAN,
+            f32::INFINITY,
+            -0.0,
+            f32::from_bits(0x3f80_8000),
+            1e-40,
+        ]);
+        for &level in crate::cpu::available_levels() {
+            for n in [0, 1, 2, 15, 16, 17, 63, 1004] {
+                let src = &v[1..1 + n];
+                let mut got = src.to_vec();
+                round_in_place(level, &mut got);
+                let want: Vec<u32> = src.iter().map(|&x| bf16_bits(x) << 16).collect();
+                let got: Vec<u32> = got.iter().map(|x| x.to_bits()).collect();
+                assert_eq!(got, want, "round {level:?} n {n}");
+                let mut pairs = vec![0u32; n.div_ceil(2)];
+                pairs_along(level, src, &mut pairs);
+                for (i, &p) in pairs.iter().enumerate() {
+                    assert_eq!(
+                        p & 0xffff,
+                        bf16_bits(src[2 * i]),
+                        "{level:?} n {n} pair {i}"
+                    );
+                    let hi = src.get(2 * i + 1).map_or(0, |&x| bf16_bits(x));
+                    assert_eq!(p >> 16, hi, "{level:?} n {n} pair {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn pairs_put_the_even_element_low_and_pad_odd_lengths() {
-        let src = [1.0f32, 2.0, 3.0];
-        let mut dst = [0u32; 2];
-        pairs_along(&src, &mut dst);
-        assert_eq!(dst, [0x3f80 | 0x4000 << 16, 0x4040]);
-        let mut dst = [0u32; 3];
-        pairs_across(&src, Some(&[-1.0, 0.5, 0.0]), &mut dst);
-        assert_eq!(dst[0], 0x3f80 | 0xbf80 << 16);
-        pairs_across(&src, None, &mut dst);
-        assert_eq!(dst[2], 0x4040);
+        for &level in crate::cpu::available_levels() {
+            let src = [1.0f32, 2.0, 3.0];
+            let mut dst = [0u32; 2];
+            pairs_along(level, &src, &mut dst);
+            assert_eq!(dst, [0x3f80 | 0x4000 << 16, 0x4040]);
+            let mut dst = [0u32; 3];
+            pairs_across(level, &src, Some(&[-1.0, 0.5, 0.0]), &mut dst);
+            assert_eq!(dst[0], 0x3f80 | 0xbf80 << 16);
+            pairs_across(level, &src, None, &mut dst);
+            assert_eq!(dst[2], 0x4040);
+        }
     }
 }

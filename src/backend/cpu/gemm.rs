@@ -257,7 +257,7 @@ pub(crate) fn gemm(pool: &Pool, kern: &Kernels, g: &Gemm, c: &mut [f32]) -> Resu
                     Path::F32 => pack_a(kern, g.a, m, p0, kc, dst),
                     Path::Rounded => {
                         pack_a(kern, g.a, m, p0, kc, dst);
-                        bf16::round_in_place(dst);
+                        bf16::round_in_place(kern.level(), dst);
                     }
                     Path::Pairs(_) => {
                         let dst = bf16::as_bits_mut(dst);
@@ -326,7 +326,7 @@ fn run_task(
                 Path::F32 => g.b.pack(kern, blk, bp, &mut s.dec)?,
                 Path::Rounded => {
                     g.b.pack(kern, blk, bp, &mut s.dec)?;
-                    bf16::round_in_place(&mut bp[..nc.div_ceil(nr) * nr * kc]);
+                    bf16::round_in_place(kern.level(), &mut bp[..nc.div_ceil(nr) * nr * kc]);
                 }
                 Path::Pairs(_) => {
                     g.b.pack_pairs(kern, blk, bf16::as_bits_mut(bp), &mut s.dec)?

@@ -241,7 +241,7 @@ impl PackB for BackwardB<'_> {
             if has_hi {
                 w.decode(p + 1, j0, hi, &mut dec.blocks)?;
             }
-            bf16::pairs_across(lo, has_hi.then_some(&*hi), &mut dec.pairs);
+            bf16::pairs_across(kern.level(), lo, has_hi.then_some(&*hi), &mut dec.pairs);
             bf16::scatter_step(&dec.pairs, p2, kc2, nr, dst);
         }
         Ok(())
@@ -249,9 +249,11 @@ impl PackB for BackwardB<'_> {
 }
 
 /// The input rows, rounded to bf16 when `round` (a copy: few rows).
-fn rounded_input(x: &[f32], round: bool) -> std::borrow::Cow<'_, [f32]> {
+fn rounded_input<'x>(kern: &Kernels, x: &'x [f32], round: bool) -> std::borrow::Cow<'x, [f32]> {
     if round {
-        x.iter().map(|&v| bf16::round_bf16(v)).collect()
+        let mut v = x.to_vec();
+        bf16::round_in_place(kern.level(), &mut v);
+        v.into()
     } else {
         x.into()
     }
@@ -260,6 +262,7 @@ fn rounded_input(x: &[f32], round: bool) -> std::borrow::Cow<'_, [f32]> {
 /// `n` floats of W's rows from `row0` (decoded into `buf`, or in place for dense F32), rounded
 /// to bf16 when `round`.
 fn weight_rows<'b>(
+    kern: &Kernels,
     w: &'b WeightRows,
     row0: usize,
     n: usize,
@@ -274,7 +277,7 @@ fn weight_rows<'b>(
         None => w.decode_rows(row0, buf)?,
     }
     if round {
-        bf16::round_in_place(buf);
+        bf16::round_in_place(kern.level(), buf);
     }
     Ok(buf)
 }
@@ -298,7 +301,7 @@ fn forward_gemv(
         return Ok(());
     }
     let parts: Vec<_> = ranges(n_out, 1, pool.threads().min(n_out)).collect();
-    let x = &*rounded_input(x, round);
+    let x = &*rounded_input(kern, x, round);
     let yp = SharedC::new(y);
     pool.run(parts.len(), |t| {
         with_scratch(|s| {
@@ -308,7 +311,7 @@ fn forward_gemv(
             let buf = s.bpack.get(batch * n_in);
             for jb in (j0..j1).step_by(batch) {
                 let rows = batch.min(j1 - jb);
-                let decoded = weight_rows(w, jb, rows * n_in, round, buf)?;
+                let decoded = weight_rows(kern, w, jb, rows * n_in, round, buf)?;
                 for (r, row) in decoded.chunks_exact(n_in.max(1)).enumerate() {
                     for i in 0..m {
                         let v = kern.dot(&x[i * n_in..(i + 1) * n_in], row);
@@ -343,7 +346,7 @@ fn backward_gemv(
     let parts: Vec<_> = ranges(n_in, unit, pool.threads())
         .filter(|r| r.0 < r.1)
         .collect();
-    let dy = &*rounded_input(dy, round);
+    let dy = &*rounded_input(kern, dy, round);
     let dxp = SharedC::new(dx);
     pool.run(parts.len(), |t| {
         let (c0, c1) = parts[t];
@@ -359,17 +362,17 @@ fn backward_gemv(
             for jb in (0..n_out).step_by(batch) {
                 let rows = batch.min(n_out - jb);
                 let decoded: &[f32] = match w.dense() {
-                    _ if len == n_in => weight_rows(w, jb, rows * n_in, round, buf)?,
+                    _ if len == n_in => weight_rows(kern, w, jb, rows * n_in, round, buf)?,
                     Some(d) if !round => &d.data[jb * n_in + c0..jb * n_in + c1],
                     Some(d) => {
                         buf[..len].copy_from_slice(&d.data[jb * n_in + c0..jb * n_in + c1]);
-                        bf16::round_in_place(&mut buf[..len]);
+                        bf16::round_in_place(kern.level(), &mut buf[..len]);
                         &buf[..len]
                     }
                     None => {
                         w.decode(jb, c0, &mut buf[..len], &mut s.dec.blocks)?;
                         if round {
-                            bf16::round_in_place(&mut buf[..len]);
+                            bf16::round_in_place(kern.level(), &mut buf[..len]);
                         }
                         &buf[..len]
                     }

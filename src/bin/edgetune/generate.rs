@@ -2,6 +2,7 @@
 
 use crate::common;
 use edgetune::adapters::peft::load_peft_dir;
+use edgetune::backend::Compute;
 use edgetune::chat::{ChatTemplate, Message};
 use edgetune::gguf::GgufFile;
 use edgetune::model::generate::{generate_with, GenerateAdapters, GenerateParams};
@@ -49,6 +50,9 @@ pub struct Args {
     /// Threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Precision of the matrix-product inputs: f32, or bf16 (f32 accumulation).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    compute: Compute,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -57,7 +61,7 @@ pub fn run(args: Args) -> Result<()> {
     let model = common::model(
         &args.model,
         &file,
-        common::backend(common::threads(args.threads))?,
+        common::backend(common::threads(args.threads), args.compute)?,
     )?;
     let prompt_ids = if args.chat {
         let template =

@@ -1,6 +1,7 @@
 //! `edgetune perplexity MODEL --data FILE [--seq-len N] [--json]`
 
 use crate::common;
+use edgetune::backend::Compute;
 use edgetune::gguf::GgufFile;
 use edgetune::model::generate::perplexity;
 use edgetune::tokenizer::Tokenizer;
@@ -30,6 +31,9 @@ pub struct Args {
     /// Threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Precision of the matrix-product inputs: f32, or bf16 (f32 accumulation).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    compute: Compute,
 }
 
 fn windows(ids: &[u32], seq_len: usize, out: &mut Vec<Vec<u32>>) {
@@ -107,7 +111,7 @@ pub fn run(args: Args) -> Result<()> {
     let model = common::model(
         &args.model,
         &file,
-        common::backend(common::threads(args.threads))?,
+        common::backend(common::threads(args.threads), args.compute)?,
     )?;
     let seqs = read_sequences(&args.data, &tok, args.seq_len)?;
     let start = std::time::Instant::now();
