@@ -110,6 +110,31 @@ pub(crate) fn backward_input(
 /// B = Wᵀ (`B[p, j] = W[j, p]`, `k = n_in`, `n = n_out`): a panel column is a slice of a W row.
 struct ForwardB<'a>(&'a WeightRows<'a>);
 
+impl ForwardB<'_> {
+    /// For each `NR`-column panel `q` of block `blk` of a decoded (not dense) W: decodes the
+    /// panel's `cols` rows of W into `dec.rows` (`kc` apart) and calls
+    /// `put(q, cols, rows, pair_scratch)`. `p0` is a multiple of KC and `p0 + kc` is KC-aligned or
+    /// `n_in`: whole blocks.
+    fn decode_panels(
+        &self,
+        nr: usize,
+        blk: Block,
+        dec: &mut DecodeBufs,
+        mut put: impl FnMut(usize, usize, &[f32], &mut Vec<u32>),
+    ) -> Result<()> {
+        let (w, Block { p0, kc, j0, nc }) = (self.0, blk);
+        dec.rows.resize(nr * kc, 0.0);
+        for q in 0..nc.div_ceil(nr) {
+            let cols = nr.min(nc - q * nr);
+            for (jj, row) in dec.rows.chunks_exact_mut(kc).take(cols).enumerate() {
+                w.decode(j0 + q * nr + jj, p0, row, &mut dec.blocks)?;
+            }
+            put(q, cols, &dec.rows, &mut dec.pairs);
+        }
+        Ok(())
+    }
+}
+
 impl PackB for ForwardB<'_> {
     fn pack(
         &self,
@@ -118,29 +143,18 @@ impl PackB for ForwardB<'_> {
         dst: &mut [f32],
         dec: &mut DecodeBufs,
     ) -> Result<()> {
-        let (w, nr, Block { p0, kc, j0, nc }) = (self.0, kern.nr, blk);
+        let (w, nr, kc) = (self.0, kern.nr, blk.kc);
         if let Some(d) = w.dense() {
             pack_b(kern, Dense::transposed(d.data, w.n_in), blk, dst);
             return Ok(());
         }
-        dec.rows.resize(nr * kc, 0.0);
-        for (q, panel) in dst
-            .chunks_exact_mut(kc * nr)
-            .take(nc.div_ceil(nr))
-            .enumerate()
-        {
-            let cols = nr.min(nc - q * nr);
+        self.decode_panels(nr, blk, dec, |q, cols, rows, _| {
+            let panel = &mut dst[q * kc * nr..(q + 1) * kc * nr];
             if cols < nr {
                 panel.fill(0.0);
             }
-            // Decode the panel's rows of W, then transpose them into the panel. `p0` is a
-            // multiple of KC and `p0 + kc` is KC-aligned or `n_in`: whole blocks.
-            for (jj, row) in dec.rows.chunks_exact_mut(kc).take(cols).enumerate() {
-                w.decode(j0 + q * nr + jj, p0, row, &mut dec.blocks)?;
-            }
-            kern.transpose(&dec.rows, kc, cols, kc, panel, nr);
-        }
-        Ok(())
+            kern.transpose(rows, kc, cols, kc, panel, nr);
+        })
     }
 
     fn pack_pairs(
@@ -150,32 +164,17 @@ impl PackB for ForwardB<'_> {
         dst: &mut [u32],
         dec: &mut DecodeBufs,
     ) -> Result<()> {
-        let (w, nr, Block { p0, kc, j0, nc }) = (self.0, kern.nr, blk);
+        let (w, nr, kc) = (self.0, kern.nr, blk.kc);
         if let Some(d) = w.dense() {
-            bf16::pack_b(
-                kern,
-                Dense::transposed(d.data, w.n_in),
-                blk,
-                dst,
-                &mut dec.pairs,
-            );
+            let b = Dense::transposed(d.data, w.n_in);
+            bf16::pack_b(kern, b, blk, dst, &mut dec.pairs);
             return Ok(());
         }
-        dec.rows.resize(nr * kc, 0.0);
         let kc2 = kc.div_ceil(2);
-        for (q, panel) in dst
-            .chunks_exact_mut(kc2 * nr)
-            .take(nc.div_ceil(nr))
-            .enumerate()
-        {
-            let cols = nr.min(nc - q * nr);
-            // Decode the panel's rows of W (whole blocks, as in `pack`), then pair and transpose.
-            for (jj, row) in dec.rows.chunks_exact_mut(kc).take(cols).enumerate() {
-                w.decode(j0 + q * nr + jj, p0, row, &mut dec.blocks)?;
-            }
-            bf16::pack_runs_along_k(kern, &dec.rows, kc, cols, kc, panel, nr, &mut dec.pairs);
-        }
-        Ok(())
+        self.decode_panels(nr, blk, dec, |q, cols, rows, pairs| {
+            let panel = &mut dst[q * kc2 * nr..(q + 1) * kc2 * nr];
+            bf16::pack_runs_along_k(kern, rows, kc, cols, kc, panel, nr, pairs);
+        })
     }
 }
 

@@ -9,8 +9,8 @@
 
 use std::arch::x86_64::*;
 
-pub const MR: usize = 14;
-pub const NR: usize = 32;
+pub const MR: usize = super::avx512::MR;
+pub const NR: usize = super::avx512::NR;
 const LANES: usize = 16;
 
 /// `c[i, j] = beta·c[i, j] + Σ_q a[q·MR + i] · b[q·NR + j]` over `q in 0..kc2`, where each term
@@ -38,19 +38,6 @@ pub unsafe fn micro(kc2: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: 
             a = a.add(MR);
             b = b.add(NR);
         }
-        let vbeta = _mm512_set1_ps(beta);
-        for (i, row) in acc.iter().enumerate() {
-            for (v, &x) in row.iter().enumerate() {
-                let p = c.add(i * ldc + v * LANES);
-                let out = if beta == 0.0 {
-                    x
-                } else if beta == 1.0 {
-                    _mm512_add_ps(_mm512_loadu_ps(p), x)
-                } else {
-                    _mm512_add_ps(_mm512_mul_ps(vbeta, _mm512_loadu_ps(p)), x)
-                };
-                _mm512_storeu_ps(p, out);
-            }
-        }
+        super::avx512::store(&acc, c, ldc, beta);
     }
 }

@@ -51,9 +51,6 @@ pub(crate) const MAX_TILE: usize = 14 * 32;
 const _: () = assert!(scalar::MR * scalar::NR <= MAX_TILE);
 #[cfg(target_arch = "x86_64")]
 const _: () = assert!(avx2::MR * avx2::NR <= MAX_TILE && avx512::MR * avx512::NR <= MAX_TILE);
-// The bf16 kernel shares the packing grid of the AVX-512 level it runs beside.
-#[cfg(target_arch = "x86_64")]
-const _: () = assert!(avx512_bf16::MR == avx512::MR && avx512_bf16::NR == avx512::NR);
 #[cfg(target_arch = "aarch64")]
 const _: () = assert!(neon::MR * neon::NR <= MAX_TILE);
 
@@ -167,7 +164,8 @@ pub(crate) type PairKernel =
     unsafe fn(kc2: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, beta: f32);
 
 /// A microkernel that takes bf16 pairs (two bf16 of consecutive `k` per `u32`, the even one low)
-/// and accumulates in f32, with the register tile of the `Kernels` it runs beside. Only
+/// and accumulates in f32, with the register tile of the `Kernels` it runs beside (the AVX-512
+/// kernel defines its `MR`/`NR` as the AVX-512 level's). Only
 /// `Bf16Kernel::for_level` makes one, and only when the CPU has its features.
 pub(crate) struct Bf16Kernel {
     micro: PairKernel,
