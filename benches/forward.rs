@@ -1,7 +1,12 @@
-//! Whole-model throughput of SmolLM2-135M (Q4_1) on the CPU backend, at 1 and 2 threads, against
-//! the machine's f32 GEMM ceiling measured in the same run (`matrixmultiply` at m = 256 on the
-//! model's linear shapes, weighted by how often each shape occurs, as `benches/gemm.rs` measures
-//! it).
+//! Whole-model throughput of SmolLM2-135M (Q4_1) on the CPU backend, at 1 and 2 threads, in f32
+//! and bf16 compute, against GEMM ceilings measured in the same run at m = 256 on the model's
+//! linear shapes, weighted by how often each shape occurs: f32 rows against `matrixmultiply`
+//! (as `benches/gemm.rs`), bf16 rows against our own dense bf16 GEMM (no other bf16 GEMM here).
+//!
+//! Environment: `EDGETUNE_BENCH_MODEL=PATH` benchmarks another Llama-family GGUF (e.g. NF4 and F32
+//! copies made by `edgetune quantize`); `EDGETUNE_BENCH_COMPUTE=f32|bf16|f32,bf16` (default both);
+//! `EDGETUNE_BENCH_ONLY=train,gen,...` keeps the summary rows whose names contain one of the words;
+//! `EDGETUNE_BENCH_THREADS=1,2`; `EDGETUNE_BENCH_REPS=N` (default 5).
 //!
 //! Measured (one 256-token sequence):
 //! - `loss`: forward and the fused LM-head cross-entropy over 255 predicted rows (the NLL path),
@@ -21,6 +26,7 @@
 
 use criterion::{criterion_group, Criterion};
 use edgetune::backend::cpu::CpuBackend;
+use edgetune::backend::{Backend, Compute};
 use edgetune::gguf::GgufFile;
 use edgetune::model::{Batch, ForwardOptions, Input, KvCache, Llama, NoHook};
 use std::path::{Path, PathBuf};
@@ -33,7 +39,12 @@ const PROMPT: usize = 32;
 const GEN: usize = 32;
 
 fn model_path() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let p = match std::env::var_os("EDGETUNE_BENCH_MODEL") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+        }
+    };
     if p.is_file() {
         Some(p)
     } else {
@@ -58,9 +69,35 @@ fn tokens(n: usize, n_vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-fn load(file: &GgufFile, threads: usize) -> Llama<'_> {
-    let be = CpuBackend::new(threads).expect("backend");
+fn load(file: &GgufFile, threads: usize, compute: Compute) -> Llama<'_> {
+    let be = CpuBackend::new(threads)
+        .expect("backend")
+        .with_compute(compute);
     Llama::new(file, Arc::new(be)).expect("model")
+}
+
+/// A comma-separated list from the environment, or `default`.
+fn env_list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn computes() -> Vec<Compute> {
+    env_list("EDGETUNE_BENCH_COMPUTE", "f32,bf16")
+        .iter()
+        .map(|s| s.parse().expect("EDGETUNE_BENCH_COMPUTE: f32 or bf16"))
+        .collect()
+}
+
+fn thread_counts() -> Vec<usize> {
+    env_list("EDGETUNE_BENCH_THREADS", "1,2")
+        .iter()
+        .map(|s| s.parse().expect("EDGETUNE_BENCH_THREADS: numbers"))
+        .collect()
 }
 
 /// What one pass computes, in flops.
@@ -163,11 +200,14 @@ fn run_gen(m: &Llama, toks: &[u32]) -> f64 {
 fn bench(c: &mut Criterion) {
     let Some(path) = model_path() else { return };
     let file = GgufFile::open(&path).expect("open");
-    for threads in THREADS {
-        let m = load(&file, threads);
+    for (threads, compute) in THREADS
+        .into_iter()
+        .flat_map(|t| computes().into_iter().map(move |c| (t, c)))
+    {
+        let m = load(&file, threads, compute);
         let toks = tokens(SEQ, m.config.n_vocab);
         let labels: Vec<i32> = toks.iter().map(|&t| t as i32).collect();
-        let mut g = c.benchmark_group(format!("smollm2_t{threads}"));
+        let mut g = c.benchmark_group(format!("smollm2_t{threads}_{compute}"));
         g.sample_size(10)
             .warm_up_time(Duration::from_millis(500))
             .measurement_time(Duration::from_secs(5));
@@ -274,15 +314,24 @@ fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 /// The ceiling in GFLOP/s: total flops of one m = 256 pass through every linear shape (weighted
-/// by occurrence) over the summed median times of matrixmultiply on them.
-fn ceiling(m: &Llama, threads: usize) -> f64 {
+/// by occurrence) over the summed median times of matrixmultiply on them (f32), or of our dense
+/// bf16 GEMM (bf16).
+fn ceiling(m: &Llama, threads: usize, compute: Compute) -> f64 {
     let (mut flop, mut secs) = (0.0, 0.0);
+    let be = CpuBackend::new(threads)
+        .expect("backend")
+        .with_compute(compute);
     for (n_in, n_out, count) in shapes(m) {
         let x = data(SEQ * n_in, 1);
         let w = data(n_out * n_in, 2);
         let mut y = vec![0f32; SEQ * n_out];
         let reps = if n_out > 10_000 { 5 } else { 15 };
-        let s = median_secs(reps, || mm_gemm_nt(&x, &w, &mut y, n_in, n_out, threads));
+        let s = match compute {
+            Compute::F32 => median_secs(reps, || mm_gemm_nt(&x, &w, &mut y, n_in, n_out, threads)),
+            Compute::Bf16 => {
+                median_secs(reps, || be.gemm_nt(&x, &w, &mut y, SEQ, n_out, n_in, 0.0))
+            }
+        };
         flop += count * (2 * SEQ * n_in * n_out) as f64;
         secs += count * s;
     }
@@ -298,74 +347,103 @@ fn summary() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5)
         .max(1);
-    println!("\nSmolLM2-135M Q4_1, {SEQ}-token sequence; medians of {reps} runs; ratio = GFLOP/s / ceiling");
+    let only = env_list("EDGETUNE_BENCH_ONLY", "");
+    let keep = |name: &str| only.is_empty() || only.iter().any(|w| name.contains(w.as_str()));
+    let model = path.file_name().map_or("?".into(), |n| n.to_string_lossy());
+    println!("\n{model}, {SEQ}-token sequence; medians of {reps} runs; ratio = GFLOP/s / ceiling");
     println!(
-        "{:>4} {:>14} {:>10} {:>10} {:>9} {:>8} {:>7}",
-        "thr", "workload", "ms", "tokens/s", "GFLOP/s", "ceiling", "ratio"
+        "{:>4} {:>5} {:>14} {:>10} {:>10} {:>9} {:>8} {:>7}",
+        "thr", "comp", "workload", "ms", "tokens/s", "GFLOP/s", "ceiling", "ratio"
     );
-    for threads in THREADS {
-        let m = load(&file, threads);
-        let fl = Flops::new(&m);
-        let toks = tokens(SEQ, m.config.n_vocab);
-        let labels: Vec<i32> = toks.iter().map(|&t| t as i32).collect();
-        let ceil = ceiling(&m, threads);
-        // The same loss with the whole sequence's logits at once (W decoded once, not per
-        // 64-row chunk), at the cost of a [256, n_vocab] buffer (50 MB for SmolLM2).
-        let mut wide = load(&file, threads);
-        wide.set_lm_chunk_rows(SEQ).expect("chunk rows");
-        let rows: [(&str, f64, f64, usize); 5] = [
-            (
-                "loss chunk256",
+    for threads in thread_counts() {
+        for compute in computes() {
+            summary_rows(&file, threads, compute, reps, &keep);
+        }
+    }
+}
+
+/// The summary rows of one thread count and compute precision.
+fn summary_rows(
+    file: &GgufFile,
+    threads: usize,
+    compute: Compute,
+    reps: usize,
+    keep: &dyn Fn(&str) -> bool,
+) {
+    let m = load(file, threads, compute);
+    let fl = Flops::new(&m);
+    let toks = tokens(SEQ, m.config.n_vocab);
+    let labels: Vec<i32> = toks.iter().map(|&t| t as i32).collect();
+    let ceil = ceiling(&m, threads, compute);
+    // The same loss with the whole sequence's logits at once (W decoded once, not per
+    // 64-row chunk), at the cost of a [256, n_vocab] buffer (50 MB for SmolLM2).
+    let mut wide = load(file, threads, compute);
+    wide.set_lm_chunk_rows(SEQ).expect("chunk rows");
+    type Row<'a> = (&'static str, Box<dyn FnMut() -> f64 + 'a>, f64, usize);
+    let rows: [Row; 5] = [
+        (
+            "loss chunk256",
+            Box::new(|| {
                 median_secs(reps, || {
                     run_loss(&wide, &toks, &labels);
-                }),
-                fl.forward(SEQ, 0, SEQ - 1),
-                SEQ,
-            ),
-            (
-                "loss (fw+NLL)",
+                })
+            }),
+            fl.forward(SEQ, 0, SEQ - 1),
+            SEQ,
+        ),
+        (
+            "loss (fw+NLL)",
+            Box::new(|| {
                 median_secs(reps, || {
                     run_loss(&m, &toks, &labels);
-                }),
-                fl.forward(SEQ, 0, SEQ - 1),
-                SEQ,
-            ),
-            (
-                "last logits",
+                })
+            }),
+            fl.forward(SEQ, 0, SEQ - 1),
+            SEQ,
+        ),
+        (
+            "last logits",
+            Box::new(|| {
                 median_secs(reps, || {
                     run_last(&m, &toks);
-                }),
-                fl.forward(SEQ, 0, 1),
-                SEQ,
-            ),
-            (
-                "fw+bw (input)",
+                })
+            }),
+            fl.forward(SEQ, 0, 1),
+            SEQ,
+        ),
+        (
+            "fw+bw (input)",
+            Box::new(|| {
                 median_secs(reps, || {
                     run_train(&m, &toks, &labels);
-                }),
-                fl.train(SEQ),
-                SEQ,
-            ),
-            (
-                "generate m=1",
-                {
-                    let mut t: Vec<f64> = (0..reps.max(3)).map(|_| run_gen(&m, &toks)).collect();
-                    t.sort_by(f64::total_cmp);
-                    t[t.len() / 2]
-                },
-                (0..GEN).map(|i| fl.forward(1, PROMPT + i, 1)).sum(),
-                GEN,
-            ),
-        ];
-        for (name, secs, flop, n_tok) in rows {
-            let gf = flop / secs / 1e9;
-            println!(
-                "{threads:>4} {name:>14} {:>10.1} {:>10.1} {gf:>9.1} {ceil:>8.1} {:>7.3}",
-                secs * 1e3,
-                n_tok as f64 / secs,
-                gf / ceil
-            );
+                })
+            }),
+            fl.train(SEQ),
+            SEQ,
+        ),
+        (
+            "generate m=1",
+            Box::new(|| {
+                let mut t: Vec<f64> = (0..reps.max(3)).map(|_| run_gen(&m, &toks)).collect();
+                t.sort_by(f64::total_cmp);
+                t[t.len() / 2]
+            }),
+            (0..GEN).map(|i| fl.forward(1, PROMPT + i, 1)).sum(),
+            GEN,
+        ),
+    ];
+    for (name, mut time, flop, n_tok) in rows {
+        if !keep(name) {
+            continue;
         }
+        let secs = time();
+        let gf = flop / secs / 1e9;
+        println!(
+            "{threads:>4} {compute:>5} {name:>14} {:>10.1} {:>10.1} {gf:>9.1} {ceil:>8.1} {:>7.3}",
+            secs * 1e3,
+            n_tok as f64 / secs,
+            gf / ceil
+        );
     }
 }
 

@@ -3,14 +3,15 @@
 //! `matrixmultiply` crate (2 threads: two independent halves of the product on two threads).
 //! Throughput is reported in elements/s where one element is one flop (2·m·n·k per product).
 //!
-//! Groups: `f32_gemm` (dense `x·Wᵀ`), `ceiling` (matrixmultiply), `q4_1_forward` /
-//! `q4_1_backward` (linear layers through Q4_1 weights in the real block layout); then a
-//! best-of-N summary table with the ratios to the ceiling (`cargo bench --bench gemm -- summary`
+//! Groups: `f32_gemm` (dense `x·Wᵀ`), `bf16_gemm` (the same with `Compute::Bf16`: bf16 inputs,
+//! f32 accumulation), `ceiling` (matrixmultiply), `q4_1_forward` / `q4_1_backward` (linear layers
+//! through Q4_1 weights in the real block layout); then a best-of-N summary table with f32 and
+//! bf16 side by side and the ratios to the f32 ceiling (`cargo bench --bench gemm -- summary`
 //! prints only the table).
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use edgetune::backend::cpu::CpuBackend;
-use edgetune::backend::{Backend, LinearWeight};
+use edgetune::backend::{Backend, Compute, LinearWeight};
 use edgetune::gguf::GgmlType;
 use edgetune::weights::WeightData;
 use std::time::{Duration, Instant};
@@ -57,16 +58,29 @@ fn configure<'a>(
     g
 }
 
-fn f32_gemm(c: &mut Criterion) {
-    let backends: Vec<_> = THREADS
+/// A backend per thread count with `compute`.
+fn backends(compute: Compute) -> Vec<CpuBackend> {
+    THREADS
         .iter()
-        .map(|&t| CpuBackend::new(t).expect("backend"))
-        .collect();
+        .map(|&t| CpuBackend::new(t).expect("backend").with_compute(compute))
+        .collect()
+}
+
+fn f32_gemm(c: &mut Criterion) {
+    dense_gemm(c, Compute::F32);
+}
+
+fn bf16_gemm(c: &mut Criterion) {
+    dense_gemm(c, Compute::Bf16);
+}
+
+fn dense_gemm(c: &mut Criterion, compute: Compute) {
+    let backends = backends(compute);
     for (n_in, n_out) in SHAPES {
         let x = data(M * n_in, 1);
         let w = data(n_out * n_in, 2);
         let mut y = vec![0f32; M * n_out];
-        let mut g = configure(c, "f32_gemm", n_in, n_out);
+        let mut g = configure(c, &format!("{compute}_gemm"), n_in, n_out);
         for be in &backends {
             g.bench_function(
                 BenchmarkId::new(format!("ours_t{}", be.threads()), name(n_in, n_out)),
@@ -146,10 +160,7 @@ fn ceiling(c: &mut Criterion) {
 
 /// Linear layers through a weight stored as `ty` (random data in the real block layout).
 fn quantized(c: &mut Criterion, ty: GgmlType, quantize: fn(&[f32]) -> Vec<u8>) {
-    let backends: Vec<_> = THREADS
-        .iter()
-        .map(|&t| CpuBackend::new(t).expect("backend"))
-        .collect();
+    let backends = backends(Compute::F32);
     for (n_in, n_out) in SHAPES {
         let bytes = quantize(&data(n_out * n_in, 2));
         let w = LinearWeight {
@@ -217,7 +228,7 @@ fn q4_1_linear(c: &mut Criterion) {
     quantized(c, GgmlType::Q4_1, q4_1);
 }
 
-criterion_group!(benches, f32_gemm, ceiling, q4_1_linear);
+criterion_group!(benches, f32_gemm, bf16_gemm, ceiling, q4_1_linear);
 
 /// Best-of-`reps` GFLOP/s of `f` (the best run is the one least disturbed by other processes,
 /// which matters on shared machines where medians measure the neighbours).
@@ -233,14 +244,28 @@ fn best_gflops(flop: f64, reps: usize, mut f: impl FnMut()) -> f64 {
     flop / best / 1e9
 }
 
-/// A table of best-of-N GFLOP/s and the ratio of each of ours to the ceiling at the same thread
-/// count, printed after criterion's runs (not in `--test` mode). Run it alone with
-/// `cargo bench --bench gemm -- summary`.
+/// A table of best-of-N GFLOP/s, f32 and bf16 compute side by side, and the ratio of each of
+/// ours to the f32 ceiling at the same thread count, printed after criterion's runs (not in
+/// `--test` mode). Run it alone with `cargo bench --bench gemm -- summary`.
 fn summary() {
-    println!("\nsummary: best-of-N GFLOP/s, m = {M}; ratio = ours / matrixmultiply");
     println!(
-        "{:>10} {:>3} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6} {:>6}",
-        "n_in x n_out", "thr", "mm", "f32", "q4_1 fw", "q4_1 bw", "f32", "fw", "bw"
+        "\nsummary: best-of-N GFLOP/s, m = {M}; mm = matrixmultiply (f32 ceiling); fw/bw = Q4_1 linear \
+         forward / backward-input; ratios to mm"
+    );
+    println!(
+        "{:>12} {:>3} {:>7} | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} | {:>5} {:>5} {:>5}",
+        "n_in x n_out",
+        "thr",
+        "mm",
+        "f32",
+        "fw",
+        "bw",
+        "bf16",
+        "fw16",
+        "bw16",
+        "f32",
+        "bf16",
+        "fw16"
     );
     for (n_in, n_out) in SHAPES {
         let x = data(M * n_in, 1);
@@ -259,33 +284,44 @@ fn summary() {
         let flop = (2 * M * n_in * n_out) as f64;
         let reps = if n_out > 10_000 { 4 } else { 15 };
         for t in THREADS {
-            let be = CpuBackend::new(t).expect("backend");
             let mm = best_gflops(flop, reps, || mm_gemm_nt(&x, &w, &mut y, n_in, n_out, t));
-            let ours = best_gflops(flop, reps, || {
-                be.gemm_nt(&x, &w, &mut y, M, n_out, n_in, 0.0)
-            });
-            let fw = best_gflops(flop, reps, || {
-                be.linear_forward(&x, M, &lw, &mut y).expect("forward")
-            });
-            let bw = best_gflops(flop, reps, || {
-                be.linear_backward_input(&dy, M, &lw, &mut dx)
-                    .expect("backward")
-            });
+            let mut row = Vec::new();
+            for compute in [Compute::F32, Compute::Bf16] {
+                let be = CpuBackend::new(t).expect("backend").with_compute(compute);
+                row.push(best_gflops(flop, reps, || {
+                    be.gemm_nt(&x, &w, &mut y, M, n_out, n_in, 0.0)
+                }));
+                row.push(best_gflops(flop, reps, || {
+                    be.linear_forward(&x, M, &lw, &mut y).expect("forward")
+                }));
+                row.push(best_gflops(flop, reps, || {
+                    be.linear_backward_input(&dy, M, &lw, &mut dx)
+                        .expect("backward")
+                }));
+            }
             println!(
-                "{:>12} {t:>3} {mm:>8.1} {ours:>8.1} {fw:>8.1} {bw:>8.1} {:>6.2} {:>6.2} {:>6.2}",
+                "{:>12} {t:>3} {mm:>7.1} | {:>7.1} {:>7.1} {:>7.1} | {:>7.1} {:>7.1} {:>7.1} | {:>5.2} {:>5.2} {:>5.2}",
                 name(n_in, n_out),
-                ours / mm,
-                fw / mm,
-                bw / mm
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                row[4],
+                row[5],
+                row[0] / mm,
+                row[3] / mm,
+                row[4] / mm
             );
         }
     }
 }
 
 fn main() {
-    benches();
-    Criterion::default().configure_from_args().final_summary();
     let args: Vec<String> = std::env::args().collect();
+    if !args.iter().any(|a| a == "summary") {
+        benches();
+        Criterion::default().configure_from_args().final_summary();
+    }
     if !args.iter().any(|a| a == "--test" || a == "--list") {
         summary();
     }

@@ -2,7 +2,8 @@
 //! from compile-time `target-cpu` flags, so one binary runs on every machine of its architecture.
 //!
 //! `EDGETUNE_SIMD=scalar|avx2|avx512|neon` caps the level (for tests and for bisecting a bad
-//! kernel); it can lower the level, never raise it above what the CPU has.
+//! kernel); it can lower the level, never raise it above what the CPU has. `EDGETUNE_BF16=off`
+//! hides the bf16 dot-product instruction (`has_bf16_dot`).
 
 use std::sync::OnceLock;
 
@@ -88,6 +89,28 @@ pub fn simd_level() -> SimdLevel {
                 .rfind(|l| *l <= cap)
                 .unwrap_or(SimdLevel::Scalar),
             None => best,
+        }
+    })
+}
+
+/// Whether the CPU has a bf16 dot-product instruction the backend uses for `Compute::Bf16`
+/// (x86-64: AVX-512 BF16, `vdpbf16ps`, next to AVX-512 F/BW/VL). A separate query, not a
+/// `SimdLevel`: it only adds a GEMM kernel beside the AVX-512 level. `EDGETUNE_BF16=off` turns
+/// it off (bf16 compute then rounds inputs and runs the f32 kernels), for tests and comparisons.
+pub fn has_bf16_dot() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        let off =
+            std::env::var("EDGETUNE_BF16").is_ok_and(|v| v.trim().eq_ignore_ascii_case("off"));
+        #[cfg(target_arch = "x86_64")]
+        {
+            !off && available_levels().contains(&SimdLevel::Avx512)
+                && std::arch::is_x86_feature_detected!("avx512bf16")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = off;
+            false
         }
     })
 }

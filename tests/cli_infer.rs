@@ -343,3 +343,29 @@ fn several_adapters_apply_together_as_in_peft() {
     ]);
     assert!(!ok && err.contains("all be LoRA or all IA3"), "{err}");
 }
+
+/// `--compute bf16` rounds the matrix-product inputs to bf16: the NLL moves by the size of that
+/// rounding (well under 1%), and is not bit-identical to f32 (the flag reaches the backend).
+#[test]
+fn bf16_compute_stays_close_to_f32() {
+    let data = root().join("tests/fixtures/peft_load/eval.jsonl");
+    let nll = |compute: &str| -> f64 {
+        let (ok, out, err) = edgetune(&[
+            "perplexity",
+            smollm2().to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+            "--compute",
+            compute,
+        ]);
+        assert!(ok, "{compute}: {err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        v["mean_nll"].as_f64().unwrap()
+    };
+    let (f32_nll, bf16_nll) = (nll("f32"), nll("bf16"));
+    let rel = (f32_nll - bf16_nll).abs() / f32_nll;
+    assert!(rel > 0.0 && rel < 1e-2, "f32 {f32_nll} bf16 {bf16_nll}");
+    let (ok, _, err) = edgetune(&["perplexity", "x.gguf", "--data", "y", "--compute", "fp16"]);
+    assert!(!ok && err.contains("fp16"), "{err}");
+}

@@ -476,7 +476,15 @@ fn cross_entropy_matches_reference_and_backward_matches_finite_differences() {
     let v = 2 * VOCAB_TILE as i32 + 37;
     cross_entropy_case(
         v as usize,
-        [v - 1, IGNORE_INDEX, 0, VOCAB_TILE as i32, 5, IGNORE_INDEX, v - 40],
+        [
+            v - 1,
+            IGNORE_INDEX,
+            0,
+            VOCAB_TILE as i32,
+            5,
+            IGNORE_INDEX,
+            v - 40,
+        ],
     );
 }
 

@@ -7,10 +7,51 @@
 //! `[n_out, n_in]` (PyTorch's `nn.Linear.weight` layout); row `o` holds the `n_in` inputs of output `o`.
 //! The CPU implementation is `cpu::CpuBackend`.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::weights::WeightData;
 
 pub mod cpu;
+
+/// The precision matrix products take their inputs in (`--compute`). Outputs, accumulation and
+/// everything outside the products stay f32 either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Compute {
+    /// f32 inputs: the default, and what the parity tests measure.
+    #[default]
+    F32,
+    /// Inputs of the linear layers and GEMMs rounded to bf16 (round-to-nearest-even, as
+    /// PyTorch's `.to(torch.bfloat16)`), products accumulated in f32: QLoRA's compute dtype.
+    Bf16,
+}
+
+impl Compute {
+    pub fn name(self) -> &'static str {
+        match self {
+            Compute::F32 => "f32",
+            Compute::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for Compute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl std::str::FromStr for Compute {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Compute> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" => Ok(Compute::F32),
+            "bf16" => Ok(Compute::Bf16),
+            _ => Err(Error::InvalidArgument(format!(
+                "compute precision '{s}': expected f32 or bf16"
+            ))),
+        }
+    }
+}
 
 /// A weight as the backend sees it: a zero-copy view plus its logical shape.
 pub struct LinearWeight<'a> {
@@ -84,6 +125,11 @@ pub trait Backend: Send + Sync {
 
     /// Threads this backend uses.
     fn threads(&self) -> usize;
+
+    /// The precision of the inputs of `linear_*` and the GEMMs. Default: f32.
+    fn compute(&self) -> Compute {
+        Compute::F32
+    }
 
     /// Runs `f(0..n_tasks)` on this backend's threads (in any order, possibly concurrently);
     /// returns the first error. Default: one after another on the caller's thread. Tasks may call

@@ -2,6 +2,8 @@
 //! naive f64 matrix product every kernel is measured against.
 #![allow(dead_code)]
 
+pub mod weights;
+
 /// Allowed difference between a result and its reference: `|got - want| <= abs + rel·|want|`.
 #[derive(Clone, Copy, Debug)]
 pub struct Tolerance {
@@ -61,6 +63,13 @@ impl Rng {
 
     pub fn vec(&mut self, n: usize) -> Vec<f32> {
         (0..n).map(|_| self.f32()).collect()
+    }
+
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f32 {
+        let u1 = ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let u2 = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
     }
 
     pub fn below(&mut self, n: usize) -> usize {

@@ -10,8 +10,12 @@
 //! Determinism: the tile grid is fixed by `MR`/`NR` from the matrix origin, task boundaries fall
 //! on tile boundaries and each element's sum runs over `k` in a fixed order (one `KC` slice after
 //! another, in order). So results depend on the SIMD level only, not on the thread count.
+//!
+//! bf16 compute (`Path`, `bf16.rs`) changes only what the panels hold and which microkernel
+//! reads them; blocking, threading and determinism are the same.
 
-use super::kernels::{merge, Kernels, MAX_TILE};
+use super::bf16;
+use super::kernels::{merge, Bf16Kernel, Kernels, MAX_TILE};
 use super::pack::{pack_a, AlignedBuf, Dense};
 use super::Pool;
 use crate::error::Result;
@@ -38,6 +42,34 @@ pub(crate) struct DecodeBufs {
     pub rows: Vec<f32>,
     /// Whole blocks covering a range that does not start or end on a block boundary.
     pub blocks: Vec<f32>,
+    /// bf16 pairs before they are transposed or scattered into panels.
+    pub pairs: Vec<u32>,
+}
+
+/// How a GEMM computes its products (from the backend's `Compute`).
+#[derive(Clone, Copy)]
+pub(crate) enum Path {
+    /// f32 inputs, f32 panels and kernels.
+    F32,
+    /// bf16 inputs in f32 panels (rounded after packing), the f32 kernels.
+    Rounded,
+    /// bf16 pair panels and the bf16 dot-product kernel.
+    Pairs(&'static Bf16Kernel),
+}
+
+impl Path {
+    /// Packed steps of a `kc`-deep slice: one per element, or one per pair.
+    pub fn depth(self, kc: usize) -> usize {
+        match self {
+            Path::Pairs(_) => kc.div_ceil(2),
+            Path::F32 | Path::Rounded => kc,
+        }
+    }
+
+    /// Whether inputs are rounded to bf16.
+    pub fn is_bf16(self) -> bool {
+        !matches!(self, Path::F32)
+    }
 }
 
 /// The block of B one pack call covers: rows `p0..p0+kc`, columns `j0..j0+nc`.
@@ -78,6 +110,16 @@ pub(crate) trait PackB: Sync {
     fn pack(&self, kern: &Kernels, blk: Block, dst: &mut [f32], dec: &mut DecodeBufs)
         -> Result<()>;
 
+    /// Packs block `blk` of B into bf16 pair panels (`dst.len()` at least
+    /// `ceil(nc/NR)·NR·ceil(kc/2)`) as `bf16::pack_b` does.
+    fn pack_pairs(
+        &self,
+        kern: &Kernels,
+        blk: Block,
+        dst: &mut [u32],
+        dec: &mut DecodeBufs,
+    ) -> Result<()>;
+
     /// Column boundaries on multiples of this pack without waste (a quantized weight's block
     /// size when columns run along its rows); tasks are cut on them.
     fn col_align(&self) -> usize {
@@ -90,6 +132,17 @@ impl PackB for Dense<'_> {
         super::pack::pack_b(kern, *self, blk, dst);
         Ok(())
     }
+
+    fn pack_pairs(
+        &self,
+        kern: &Kernels,
+        blk: Block,
+        dst: &mut [u32],
+        dec: &mut DecodeBufs,
+    ) -> Result<()> {
+        bf16::pack_b(kern, *self, blk, dst, &mut dec.pairs);
+        Ok(())
+    }
 }
 
 /// One GEMM call. Sizes are validated by the caller (`a` covers `m x k`, `c` holds `m·n`).
@@ -100,6 +153,7 @@ pub(crate) struct Gemm<'a> {
     pub a: Dense<'a>,
     pub b: &'a dyn PackB,
     pub beta: f32,
+    pub path: Path,
 }
 
 /// A raw pointer to an output shared by tasks that write disjoint parts of it.
@@ -191,19 +245,27 @@ pub(crate) fn gemm(pool: &Pool, kern: &Kernels, g: &Gemm, c: &mut [f32]) -> Resu
         return Ok(());
     }
     let m_pad = m.div_ceil(kern.mr) * kern.mr;
+    let path = g.path;
     with_local(&A_PACK, |apack| {
-        let ap = apack.get(m_pad * k);
-        for p0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - p0);
-            pack_a(
-                kern,
-                g.a,
-                m,
-                p0,
-                kc,
-                &mut ap[p0 * m_pad..p0 * m_pad + m_pad * kc],
-            );
-        }
+        let ap = apack.get(m_pad * path.depth(k));
+        with_scratch(|s| {
+            for p0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - p0);
+                let at = path.depth(p0) * m_pad;
+                let dst = &mut ap[at..at + m_pad * path.depth(kc)];
+                match path {
+                    Path::F32 => pack_a(kern, g.a, m, p0, kc, dst),
+                    Path::Rounded => {
+                        pack_a(kern, g.a, m, p0, kc, dst);
+                        bf16::round_in_place(kern.level(), dst);
+                    }
+                    Path::Pairs(_) => {
+                        let dst = bf16::as_bits_mut(dst);
+                        bf16::pack_a(kern, g.a, m, p0, kc, dst, &mut s.dec.pairs)
+                    }
+                }
+            }
+        });
         let ap: &[f32] = ap;
         let col_unit = lcm(kern.nr, g.b.col_align().max(1));
         let tasks = split(m, n, kern.mr, col_unit, pool.threads());
@@ -212,6 +274,32 @@ pub(crate) fn gemm(pool: &Pool, kern: &Kernels, g: &Gemm, c: &mut [f32]) -> Resu
             with_scratch(|s| run_task(kern, g, ap, m_pad, cp, tasks[t], s))
         })
     })
+}
+
+/// Runs the microkernel of `path` on one tile of `d` packed steps (pair panels are the same
+/// buffers read as `u32`).
+///
+/// # Safety
+/// As `Kernels::micro` (f32 paths) or `Bf16Kernel::micro` (pairs) with `d` steps.
+#[allow(clippy::too_many_arguments)] // the microkernel's arguments plus which one to run
+#[inline]
+unsafe fn micro(
+    path: Path,
+    kern: &Kernels,
+    d: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    beta: f32,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match path {
+            Path::Pairs(bk) => bk.micro(d, a.cast(), b.cast(), c, ldc, beta),
+            Path::F32 | Path::Rounded => kern.micro(d, a, b, c, ldc, beta),
+        }
+    }
 }
 
 fn run_task(
@@ -223,7 +311,7 @@ fn run_task(
     t: Task,
     s: &mut Scratch,
 ) -> Result<()> {
-    let (mr, nr, ldc) = (kern.mr, kern.nr, g.n);
+    let (mr, nr, ldc, path) = (kern.mr, kern.nr, g.n, g.path);
     let bp = s.bpack.get(KC * NC);
     let mut tile = [0f32; MAX_TILE];
     let mut jc = t.j0;
@@ -232,25 +320,40 @@ fn run_task(
         let nc = ((jc / NC + 1) * NC).min(t.j1) - jc;
         for p0 in (0..g.k).step_by(KC) {
             let kc = KC.min(g.k - p0);
-            g.b.pack(kern, Block { p0, kc, j0: jc, nc }, bp, &mut s.dec)?;
+            let blk = Block { p0, kc, j0: jc, nc };
+            let d = path.depth(kc);
+            match path {
+                Path::F32 => g.b.pack(kern, blk, bp, &mut s.dec)?,
+                Path::Rounded => {
+                    g.b.pack(kern, blk, bp, &mut s.dec)?;
+                    bf16::round_in_place(kern.level(), &mut bp[..nc.div_ceil(nr) * nr * kc]);
+                }
+                Path::Pairs(_) => {
+                    g.b.pack_pairs(kern, blk, bf16::as_bits_mut(bp), &mut s.dec)?
+                }
+            }
             let beta = if p0 == 0 { g.beta } else { 1.0 };
-            let a_slice = &ap[p0 * m_pad..];
+            let a_slice = &ap[path.depth(p0) * m_pad..];
             for ir in (t.i0..t.i1).step_by(mr) {
-                let a_panel = a_slice[ir * kc..].as_ptr();
+                let a_panel = a_slice[ir * d..].as_ptr();
                 let rows = mr.min(t.i1 - ir);
                 for jr in (0..nc).step_by(nr) {
-                    let b_panel = bp[jr * kc..].as_ptr();
+                    let b_panel = bp[jr * d..].as_ptr();
                     let cols = nr.min(nc - jr);
                     let off = ir * ldc + jc + jr;
                     if rows == mr && cols == nr {
-                        // SAFETY: the A panel holds `kc·mr` packed floats (`ir` is a multiple of
-                        // `mr` below `m_pad`), the B panel `kc·nr` (`jr/nr < ceil(nc/nr)`), and
+                        // SAFETY: the A panel holds `d·mr` packed values (`ir` is a multiple of
+                        // `mr` below `m_pad`), the B panel `d·nr` (`jr/nr < ceil(nc/nr)`), and
                         // the full tile at `off` lies inside C (`ir + mr <= m`,
                         // `jc + jr + nr <= n`) in this task's rectangle, written by no other task.
-                        unsafe { kern.micro(kc, a_panel, b_panel, c.ptr().add(off), ldc, beta) };
+                        unsafe {
+                            micro(path, kern, d, a_panel, b_panel, c.ptr().add(off), ldc, beta)
+                        };
                     } else {
                         // SAFETY: panels as above; `tile` holds `mr·nr <= MAX_TILE` floats.
-                        unsafe { kern.micro(kc, a_panel, b_panel, tile.as_mut_ptr(), nr, 0.0) };
+                        unsafe {
+                            micro(path, kern, d, a_panel, b_panel, tile.as_mut_ptr(), nr, 0.0)
+                        };
                         for i in 0..rows {
                             for j in 0..cols {
                                 // SAFETY: `(ir + i, jc + jr + j)` is inside C and this task's

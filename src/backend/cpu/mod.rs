@@ -9,20 +9,30 @@
 //!
 //! Files: `kernels/` (microkernels, dot, axpy per level), `pack.rs` (panel layouts), `gemm.rs`
 //! (blocking and threading), `weight.rs` (decoding ranges of weight rows), `linear.rs` (linear
-//! forward/backward and the matrix-vector path).
+//! forward/backward and the matrix-vector path), `bf16.rs` (bf16 compute: rounding and pair
+//! packing).
+//!
+//! `Compute::Bf16` rounds the inputs of every product to bf16 while they are packed and
+//! accumulates in f32: with the AVX-512 BF16 kernel where the CPU has one (pair panels, half the
+//! bytes, `vdpbf16ps`), elsewhere by rounding f32 panels and running the f32 kernels (the same
+//! inputs, no speed-up). Either way deterministic, as the f32 path.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod bf16;
 mod gemm;
 mod kernels;
 mod linear;
 mod pack;
 mod weight;
 
-use super::{Backend, LinearWeight};
+pub use bf16::round_bf16;
+
+use super::{Backend, Compute, LinearWeight};
 use crate::cpu::SimdLevel;
 use crate::error::{Error, Result};
-use kernels::Kernels;
+use gemm::Path;
+use kernels::{Bf16Kernel, Kernels};
 use pack::Dense;
 use rayon::prelude::*;
 
@@ -84,6 +94,8 @@ impl Pool {
 pub struct CpuBackend {
     pool: Pool,
     kernels: &'static Kernels,
+    compute: Compute,
+    path: Path,
 }
 
 impl CpuBackend {
@@ -104,7 +116,33 @@ impl CpuBackend {
         Ok(CpuBackend {
             pool: Pool::new(threads)?,
             kernels,
+            compute: Compute::F32,
+            path: Path::F32,
         })
+    }
+
+    /// This backend computing products with `compute` inputs. Every CPU can run bf16: with the
+    /// bf16 dot-product kernel where `crate::cpu::has_bf16_dot()` (and the level is AVX-512),
+    /// else by rounding and the f32 kernels.
+    pub fn with_compute(self, compute: Compute) -> CpuBackend {
+        let path = match compute {
+            Compute::F32 => Path::F32,
+            Compute::Bf16 => match Bf16Kernel::for_level(self.level()) {
+                Some(k) => Path::Pairs(k),
+                None => Path::Rounded,
+            },
+        };
+        CpuBackend {
+            compute,
+            path,
+            ..self
+        }
+    }
+
+    /// Whether bf16 compute runs on a bf16 dot-product kernel (false: f32 compute, or bf16 by
+    /// rounding into the f32 kernels).
+    pub fn bf16_kernel(&self) -> bool {
+        matches!(self.path, Path::Pairs(_))
     }
 
     /// The SIMD level this backend's kernels use.
@@ -165,6 +203,7 @@ impl CpuBackend {
             a: av,
             b: &bv,
             beta,
+            path: self.path,
         };
         gemm::gemm(&self.pool, self.kernels, &g, c)
     }
@@ -188,7 +227,7 @@ impl CpuBackend {
 
 impl Backend for CpuBackend {
     fn linear_forward(&self, x: &[f32], m: usize, w: &LinearWeight, y: &mut [f32]) -> Result<()> {
-        linear::forward(&self.pool, self.kernels, x, m, w, y)
+        linear::forward(&self.pool, self.kernels, self.path, x, m, w, y)
     }
 
     fn linear_backward_input(
@@ -198,7 +237,7 @@ impl Backend for CpuBackend {
         w: &LinearWeight,
         dx: &mut [f32],
     ) -> Result<()> {
-        linear::backward_input(&self.pool, self.kernels, dy, m, w, dx)
+        linear::backward_input(&self.pool, self.kernels, self.path, dy, m, w, dx)
     }
 
     /// Panics if a slice length does not match the sizes (use `CpuBackend::gemm` for an error).
@@ -245,6 +284,10 @@ impl Backend for CpuBackend {
 
     fn threads(&self) -> usize {
         self.pool.threads()
+    }
+
+    fn compute(&self) -> Compute {
+        self.compute
     }
 
     fn parallel_for(&self, n_tasks: usize, f: &(dyn Fn(usize) -> Result<()> + Sync)) -> Result<()> {

@@ -1,7 +1,8 @@
-//! Pieces several commands share: the thread count and opening a model for inference.
+//! Pieces several commands share: the thread count, the compute precision and opening a model for
+//! inference.
 
 use edgetune::backend::cpu::CpuBackend;
-use edgetune::backend::Backend;
+use edgetune::backend::{Backend, Compute};
 use edgetune::gguf::GgufFile;
 use edgetune::model::llama::Llama;
 use edgetune::tokenizer::Tokenizer;
@@ -14,8 +15,10 @@ pub fn threads(flag: Option<usize>) -> usize {
     flag.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-pub fn backend(threads: usize) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(CpuBackend::new(threads)?))
+/// The CPU backend with `threads` threads computing products in `compute` (bf16 runs on every CPU:
+/// with the bf16 dot-product kernel where there is one, else by rounding into the f32 kernels).
+pub fn backend(threads: usize, compute: Compute) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(CpuBackend::new(threads)?.with_compute(compute)))
 }
 
 /// Tokenizer of a model file, with the path in any error.

@@ -1,6 +1,7 @@
 //! `edgetune generate MODEL -p PROMPT [--chat] [-n N] [--temperature T] [--top-k K] [--top-p P] [--seed S]`
 
 use crate::common;
+use edgetune::backend::Compute;
 use edgetune::chat::{ChatTemplate, Message};
 use edgetune::gguf::GgufFile;
 use edgetune::model::generate::{generate_with, GenerateAdapters, GenerateParams};
@@ -48,6 +49,9 @@ pub struct Args {
     /// Threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Precision of the matrix-product inputs: f32, or bf16 (f32 accumulation).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    compute: Compute,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -56,7 +60,7 @@ pub fn run(args: Args) -> Result<()> {
     let model = common::model(
         &args.model,
         &file,
-        common::backend(common::threads(args.threads))?,
+        common::backend(common::threads(args.threads), args.compute)?,
     )?;
     let prompt_ids = if args.chat {
         let template =

@@ -1,6 +1,7 @@
 //! `edgetune perplexity MODEL --data FILE [--adapter DIR] [--seq-len N] [--json]`
 
 use crate::common;
+use edgetune::backend::Compute;
 use edgetune::gguf::GgufFile;
 use edgetune::tokenizer::Tokenizer;
 use edgetune::train::infer::InferenceAdapters;
@@ -36,6 +37,9 @@ pub struct Args {
     /// predicts each sequence's first token, as in PEFT's loss.
     #[arg(long, value_name = "DIR")]
     adapter: Vec<PathBuf>,
+    /// Precision of the matrix-product inputs: f32, or bf16 (f32 accumulation).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    compute: Compute,
 }
 
 fn windows(ids: &[u32], seq_len: usize, out: &mut Vec<Vec<u32>>) {
@@ -168,7 +172,7 @@ pub fn run(args: Args) -> Result<()> {
     let model = common::model(
         &args.model,
         &file,
-        common::backend(common::threads(args.threads))?,
+        common::backend(common::threads(args.threads), args.compute)?,
     )?;
     let seqs = read_sequences(&args.data, &tok, args.seq_len)?;
     let start = std::time::Instant::now();

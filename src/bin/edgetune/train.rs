@@ -109,6 +109,9 @@ pub struct Args {
     /// Worker threads [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// Precision of the matrix-product inputs: f32, or bf16 (f32 accumulation).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    compute: edgetune::backend::Compute,
     /// Also train on prompt / non-assistant tokens.
     #[arg(long)]
     train_on_prompt: bool,
@@ -198,7 +201,7 @@ pub fn run(args: Args) -> Result<()> {
     };
 
     let file = GgufFile::open(&args.model)?;
-    let backend = Arc::new(CpuBackend::new(threads)?);
+    let backend = Arc::new(CpuBackend::new(threads)?.with_compute(args.compute));
     let model = Llama::new(&file, backend).map_err(|e| e.in_file(&args.model))?;
     let mut session = Session::new(&file, model, &args.data, cfg)?;
     let summary = session.summary().clone();

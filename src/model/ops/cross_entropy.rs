@@ -132,9 +132,18 @@ fn run(
         let mut stats: Vec<Mutex<RowStats>> = (0..c).map(|_| Mutex::new(RowStats::new())).collect();
         for v0 in (0..n_vocab).step_by(tile) {
             let tv = tile.min(n_vocab - v0);
-            tile_logits(head, &x[..c * d], v0, &mut w[..tv * d], &mut logits[..c * tv], c)?;
-            let rows_in: Vec<Mutex<&mut [f32]>> =
-                logits[..c * tv].chunks_exact_mut(tv).map(Mutex::new).collect();
+            tile_logits(
+                head,
+                &x[..c * d],
+                v0,
+                &mut w[..tv * d],
+                &mut logits[..c * tv],
+                c,
+            )?;
+            let rows_in: Vec<Mutex<&mut [f32]>> = logits[..c * tv]
+                .chunks_exact_mut(tv)
+                .map(Mutex::new)
+                .collect();
             head.backend.parallel_for(c, &|i| {
                 let mut row = lock(&rows_in[i])?;
                 let t = targets[chunk[i]] as usize;
@@ -159,9 +168,18 @@ fn run(
             dxc.fill(0.0);
             for v0 in (0..n_vocab).step_by(tile) {
                 let tv = tile.min(n_vocab - v0);
-                tile_logits(head, &x[..c * d], v0, &mut w[..tv * d], &mut logits[..c * tv], c)?;
-                let rows_out: Vec<Mutex<&mut [f32]>> =
-                    logits[..c * tv].chunks_exact_mut(tv).map(Mutex::new).collect();
+                tile_logits(
+                    head,
+                    &x[..c * d],
+                    v0,
+                    &mut w[..tv * d],
+                    &mut logits[..c * tv],
+                    c,
+                )?;
+                let rows_out: Vec<Mutex<&mut [f32]>> = logits[..c * tv]
+                    .chunks_exact_mut(tv)
+                    .map(Mutex::new)
+                    .collect();
                 head.backend.parallel_for(c, &|i| {
                     let mut row = lock(&rows_out[i])?;
                     let r = chunk[i];

@@ -27,6 +27,20 @@ pub unsafe fn micro(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: u
             a = a.add(MR);
             b = b.add(NR);
         }
+        store(&acc, c, ldc, beta);
+    }
+}
+
+/// Merges the accumulators of one tile into C (`beta` as `super::merge`).
+///
+/// # Safety
+/// `c` must be valid for reads and writes of rows `0..MR` (row stride `ldc`), columns `0..NR`;
+/// the CPU must have AVX-512F.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(super) unsafe fn store(acc: &[[__m512; 2]; MR], c: *mut f32, ldc: usize, beta: f32) {
+    // SAFETY: every access is inside the tile the caller vouches for.
+    unsafe {
         let vbeta = _mm512_set1_ps(beta);
         for (i, row) in acc.iter().enumerate() {
             for (v, &x) in row.iter().enumerate() {

@@ -14,6 +14,8 @@ mod scalar;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512_bf16;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 #[cfg(target_arch = "x86_64")]
@@ -153,7 +155,86 @@ impl Kernels {
     }
 }
 
+/// Raw bf16-pair microkernel: as `MicroKernel`, over `kc2` packed pairs (see `avx512_bf16`).
+///
+/// # Safety
+/// `a` must be valid for `kc2·MR` reads, `b` for `kc2·NR` reads, `c` as for `MicroKernel`; the
+/// CPU must have the kernel's features.
+pub(crate) type PairKernel =
+    unsafe fn(kc2: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize, beta: f32);
+
+/// A microkernel that takes bf16 pairs (two bf16 of consecutive `k` per `u32`, the even one low)
+/// and accumulates in f32, with the register tile of the `Kernels` it runs beside (the AVX-512
+/// kernel defines its `MR`/`NR` as the AVX-512 level's). Only
+/// `Bf16Kernel::for_level` makes one, and only when the CPU has its features.
+pub(crate) struct Bf16Kernel {
+    micro: PairKernel,
+}
+
+#[cfg(target_arch = "x86_64")]
+static AVX512_BF16: Bf16Kernel = Bf16Kernel {
+    micro: avx512_bf16::micro,
+};
+
+impl Bf16Kernel {
+    /// The bf16 kernel that runs beside the kernels of `level`, if this CPU has one (AVX-512 BF16
+    /// at the AVX-512 level); `None` means bf16 compute falls back to rounded f32 panels.
+    pub fn for_level(level: SimdLevel) -> Option<&'static Bf16Kernel> {
+        if !available_levels().contains(&level) || !crate::cpu::has_bf16_dot() {
+            return None;
+        }
+        match level {
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 => Some(&AVX512_BF16),
+            _ => None,
+        }
+    }
+
+    /// Runs the pair microkernel on one full tile.
+    ///
+    /// # Safety
+    /// As `PairKernel`, minus the CPU-feature condition (guaranteed by construction).
+    #[inline]
+    pub unsafe fn micro(
+        &self,
+        kc2: usize,
+        a: *const u32,
+        b: *const u32,
+        c: *mut f32,
+        ldc: usize,
+        beta: f32,
+    ) {
+        // SAFETY: the caller upholds the pointer conditions; `for_level` checked the features.
+        unsafe { (self.micro)(kc2, a, b, c, ldc, beta) }
+    }
+}
+
 impl Kernels {
+    /// `transpose` on 32-bit patterns (bf16 pairs): the transposes only move values, never
+    /// compute with them, so any bit pattern goes through unchanged.
+    ///
+    /// # Panics
+    /// As `transpose`.
+    #[inline]
+    pub fn transpose_bits(
+        &self,
+        src: &[u32],
+        ld: usize,
+        rows: usize,
+        kc: usize,
+        dst: &mut [u32],
+        width: usize,
+    ) {
+        self.transpose(
+            super::bf16::as_f32(src),
+            ld,
+            rows,
+            kc,
+            super::bf16::as_f32_mut(dst),
+            width,
+        )
+    }
+
     /// Transposing copy used by packing: `dst[p·width + r] = src[r·ld + p]` for `r < rows`,
     /// `p < kc` (rows of a row-major source become the lanes of a panel).
     ///
@@ -264,6 +345,79 @@ mod tests {
                         k.level()
                     );
                 }
+            }
+        }
+    }
+
+    /// The pair kernel's specification: `vdpbf16ps` adds the odd product, then the even one, to
+    /// each accumulator (both products exact in f32).
+    fn pair_sums(kc2: usize, a: &[u32], b: &[u32], mr: usize, nr: usize) -> Vec<f32> {
+        let v = |x: u32| f32::from_bits(x << 16);
+        let mut acc = vec![0f32; mr * nr];
+        for q in 0..kc2 {
+            for i in 0..mr {
+                let ai = a[q * mr + i];
+                for j in 0..nr {
+                    let bj = b[q * nr + j];
+                    let x = &mut acc[i * nr + j];
+                    *x += v(ai >> 16) * v(bj >> 16);
+                    *x += v(ai & 0xffff) * v(bj & 0xffff);
+                }
+            }
+        }
+        acc
+    }
+
+    #[test]
+    fn bf16_pair_kernel_matches_its_specification() {
+        let Some(bk) = available_levels()
+            .iter()
+            .find_map(|&l| Bf16Kernel::for_level(l).map(|b| (b, l)))
+        else {
+            eprintln!("no bf16 dot-product kernel on this CPU: nothing to test");
+            return;
+        };
+        let (bk, level) = bk;
+        let (mr, nr) = {
+            let k = Kernels::for_level(level).unwrap();
+            (k.mr, k.nr)
+        };
+        let pairs = |v: Vec<f32>| -> Vec<u32> {
+            v.chunks_exact(2)
+                .map(|p| {
+                    super::super::bf16::bf16_bits(p[0]) | super::super::bf16::bf16_bits(p[1]) << 16
+                })
+                .collect()
+        };
+        for kc2 in [0, 1, 2, 7, 64, 128] {
+            let a = pairs(data(2 * kc2 * mr, 5));
+            let b = pairs(data(2 * kc2 * nr, 6));
+            let want = pair_sums(kc2, &a, &b, mr, nr);
+            for beta in [0.0f32, 1.0, -0.5] {
+                // One float in, so C is not aligned; row stride larger than the tile.
+                let ldc = nr + 3;
+                let c0 = data(1 + mr * ldc, 7);
+                let mut c = c0.clone();
+                // SAFETY: `a`/`b` hold `kc2·mr`/`kc2·nr` pairs; C has `mr` rows of `ldc >= nr`.
+                unsafe { bk.micro(kc2, a.as_ptr(), b.as_ptr(), c[1..].as_mut_ptr(), ldc, beta) };
+                for i in 0..mr {
+                    for j in 0..nr {
+                        let mut w = c0[1 + i * ldc + j];
+                        merge(&mut w, want[i * nr + j], beta);
+                        let g = c[1 + i * ldc + j];
+                        // Sums of up to 256 products of values in [-0.5, 0.5]: f32 reordering
+                        // error only.
+                        assert!(
+                            (g - w).abs() <= 1e-6 * (2 * kc2 + 1) as f32,
+                            "kc2 {kc2} beta {beta} at ({i}, {j}): {g} vs {w}"
+                        );
+                    }
+                }
+                let untouched = (0..mr).all(|i| {
+                    c[1 + i * ldc + nr..1 + i * ldc + ldc]
+                        == c0[1 + i * ldc + nr..1 + i * ldc + ldc]
+                });
+                assert!(untouched, "kernel wrote outside its tile");
             }
         }
     }
