@@ -10,4 +10,11 @@ cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 # --all-targets also builds every criterion bench and runs each one once (test mode).
 cargo test --all-targets --locked
+# Edge builds (aarch64 + NEON under qemu, Android static lib, armv7); docs/targets.md. For a quick
+# local run EDGETUNE_SKIP_CROSS=1 skips them; CI (CI=true) always runs them.
+if [[ "${EDGETUNE_SKIP_CROSS:-0}" == 1 && "${CI:-}" != true ]]; then
+    echo "skipping scripts/cross-test.sh (EDGETUNE_SKIP_CROSS=1)"
+else
+    bash scripts/cross-test.sh
+fi
 echo "all checks passed"

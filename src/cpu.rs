@@ -124,4 +124,12 @@ mod tests {
         assert_eq!(available_levels()[0], SimdLevel::Scalar);
         assert!(available_levels().contains(&simd_level()));
     }
+
+    /// Every aarch64 CPU has NEON (Advanced SIMD is mandatory in ARMv8-A); the per-level kernel
+    /// tests rely on it being listed, or they would compare scalar with scalar.
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn neon_is_available_on_aarch64() {
+        assert!(available_levels().contains(&SimdLevel::Neon));
+    }
 }

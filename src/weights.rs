@@ -136,7 +136,16 @@ impl<'f> Weights<'f> {
                 } else {
                     Nf4ScalesView::Absmax(F32Slice::LeBytes(part(1)))
                 };
-                let view = Nf4View::new(part(0), scales, block_size, w.n_elements() as usize)
+                // Checked: on 32-bit targets a u64 element count can exceed usize.
+                let n = usize::try_from(w.n_elements()).map_err(|_| {
+                    Error::Quant(format!(
+                        "NF4 weight '{}': {} elements do not fit this {}-bit build",
+                        w.name,
+                        w.n_elements(),
+                        usize::BITS
+                    ))
+                })?;
+                let view = Nf4View::new(part(0), scales, block_size, n)
                     .map_err(|e| Error::Quant(format!("NF4 weight '{}': {e}", w.name)))?;
                 Ok(WeightData::Nf4(view))
             }

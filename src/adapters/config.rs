@@ -424,7 +424,7 @@ impl Parser<'_> {
         };
         let idx: Option<Vec<usize>> = list
             .iter()
-            .map(|x| x.as_u64().map(|n| n as usize))
+            .map(|x| x.as_u64().and_then(|n| usize::try_from(n).ok()))
             .collect();
         if idx.is_none() {
             self.bad("layers_to_transform", &v, "non-negative indices");

@@ -679,6 +679,15 @@ impl GgufFile {
             .metadata()
             .map_err(|e| Error::io("reading the file size", e))?
             .len();
+        // A slice (and so a map) cannot exceed isize::MAX bytes: 2 GiB on 32-bit targets.
+        if len > isize::MAX as u64 {
+            return Err(Error::Unsupported(format!(
+                "a {len}-byte file: this {}-bit build can map at most {} bytes (use a 64-bit \
+                 build, e.g. aarch64 instead of armv7)",
+                usize::BITS,
+                isize::MAX
+            )));
+        }
         let storage = if len == 0 {
             // Some platforms refuse empty maps; an empty image fails validation either way.
             Storage::Owned(Vec::new())
@@ -746,5 +755,18 @@ impl GgufFile {
             Error::InvalidArgument(format!("no tensor named '{name}' in this GGUF file"))
         })?;
         Ok((info, self.try_tensor_data(info)?))
+    }
+}
+
+#[cfg(all(test, target_pointer_width = "32"))]
+mod tests_32bit {
+    /// A file larger than a 32-bit address space can map is a clear error, not a crash.
+    #[test]
+    fn file_over_isize_max_is_refused_on_32_bit() {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        // Sparse: no disk space is used.
+        f.as_file().set_len(isize::MAX as u64 + 1).unwrap();
+        let e = super::GgufFile::open(f.path()).unwrap_err().to_string();
+        assert!(e.contains("32-bit build can map at most"), "{e}");
     }
 }

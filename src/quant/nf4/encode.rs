@@ -56,6 +56,9 @@ pub(super) fn encode_block(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, the CPU has AVX2.
         SimdLevel::Avx2 => unsafe { x86::encode_avx2(mids, x_even, scaling, out_even) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: the caller checked that `level` is in `available_levels()`: the CPU has NEON.
+        SimdLevel::Neon => unsafe { neon::encode_neon(mids, x_even, scaling, out_even) },
         _ => encode_scalar(mids, x_even, scaling, out_even),
     }
     if even < x.len() {
@@ -174,6 +177,61 @@ mod x86 {
             let pairs1 = _mm_maddubs_epi16(b1, _mm_set1_epi16(0x0110));
             // SAFETY: `dst` is 16 bytes (chunks_exact): one unaligned 16-byte store.
             unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), _mm_packus_epi16(pairs0, pairs1)) };
+        }
+        super::encode_scalar(mids, chunks.remainder(), scaling, outs.into_remainder());
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use super::Scaling;
+    use std::arch::aarch64::*;
+
+    /// Per lane: the midpoints strictly below the scaled, clamped value (masks are all ones, so
+    /// subtract). NaN compares false everywhere and gets code 0, as in the scalar kernel.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    fn codes4(mids: &[float32x4_t; 15], v: float32x4_t, scaling: Scaling) -> uint32x4_t {
+        let s = match scaling {
+            Scaling::MulBy(r) => vmulq_f32(v, vdupq_n_f32(r)),
+            Scaling::DivBy(d) => vdivq_f32(v, vdupq_n_f32(d)),
+        };
+        let s = vminq_f32(vmaxq_f32(s, vdupq_n_f32(-1.0)), vdupq_n_f32(1.0));
+        let mut count = vdupq_n_u32(0);
+        for &m in mids {
+            count = vsubq_u32(count, vcltq_f32(m, s));
+        }
+        count
+    }
+
+    /// # Safety
+    /// The CPU must support NEON; `x.len()` even and `out.len() == x.len() / 2`.
+    #[target_feature(enable = "neon")]
+    pub(super) unsafe fn encode_neon(
+        mids: &[f32; 15],
+        x: &[f32],
+        scaling: Scaling,
+        out: &mut [u8],
+    ) {
+        let vm: [float32x4_t; 15] = std::array::from_fn(|i| vdupq_n_f32(mids[i]));
+        let mut chunks = x.chunks_exact(16);
+        let mut outs = out.chunks_exact_mut(8);
+        for (src, dst) in (&mut chunks).zip(&mut outs) {
+            // SAFETY: `src` is 16 f32 and `dst` 8 bytes (chunks_exact): two de-interleaving
+            // loads of 8 f32 at 0 and 8 and one 8-byte store, in bounds.
+            unsafe {
+                let bytes: [uint16x4_t; 2] = std::array::from_fn(|h| {
+                    // .0 holds the even elements (high nibbles), .1 the odd ones.
+                    let pairs = vld2q_f32(src.as_ptr().add(8 * h));
+                    let hi = codes4(&vm, pairs.0, scaling);
+                    let lo = codes4(&vm, pairs.1, scaling);
+                    vmovn_u32(vorrq_u32(vshlq_n_u32::<4>(hi), lo))
+                });
+                vst1_u8(
+                    dst.as_mut_ptr(),
+                    vmovn_u16(vcombine_u16(bytes[0], bytes[1])),
+                );
+            }
         }
         super::encode_scalar(mids, chunks.remainder(), scaling, outs.into_remainder());
     }
