@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod metrics;
 pub mod model;
+pub mod plan;
 pub mod session;
 
 pub use checkpoint::{checkpoint_dir, load_state, save_checkpoint, TrainerState};
