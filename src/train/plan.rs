@@ -414,11 +414,13 @@ fn consumers(inp: &PlanInput, f: &Facts, c: Choice) -> Vec<Consumer> {
             ),
         },
     );
+    // `adapters::save_peft_dir` holds the tensors in HF layout, their bytes and the serialized
+    // file at once: 12 bytes per value while a checkpoint or the adapter is written.
     add(
         "adapter file buffers",
         Save,
-        8 * f.n_values,
-        "serialized tensors while a checkpoint or the adapter is written".into(),
+        12 * f.n_values,
+        "HF-layout copy + bytes + serialized file, while an adapter is written".into(),
     );
     out
 }
