@@ -70,7 +70,7 @@ def to_nf4(model):
 def gguf_rows_to_hf(w, n_head):
     """Undo llama.cpp's Q/K row permutation (FORMATS.md 3.4) on a [rows, cols] array."""
     rows = w.shape[0]
-    return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
 def compare_with_ours(model, path, cfg):
