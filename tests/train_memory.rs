@@ -210,6 +210,16 @@ fn dry_run_prints_the_plan_and_a_small_budget_is_refused_before_step_0() {
     assert!(!err.contains("step 1"), "{err}");
     assert!(!out.exists(), "a refused run wrote {}", out.display());
 
+    // `inspect --plan`: the same planner without data.
+    let o = Command::new(env!("CARGO_BIN_EXE_edgetune"))
+        .args(["inspect", s(&model), "--plan", "--seq-len", "256"])
+        .args(["--targets", "all-linear", "--memory-budget", "160M"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    assert!(text.contains("decisions: checkpointing on"), "{text}");
+
     let o = run(&["--memory-budget", "12X"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("size \"12X\""));
     let o = run(&["--checkpointing", "sometimes", "--dry-run"]);

@@ -36,7 +36,12 @@ fn qlora_training_on_nf4_matches_peft_with_bitsandbytes() {
     let nf4 = tmp.path().join("smollm2-nf4.gguf");
     let q4 = root().join("models").join(run["model"].as_str().unwrap());
     let st = Command::new(env!("CARGO_BIN_EXE_edgetune"))
-        .args(["quantize", q4.to_str().unwrap(), "-o", nf4.to_str().unwrap()])
+        .args([
+            "quantize",
+            q4.to_str().unwrap(),
+            "-o",
+            nf4.to_str().unwrap(),
+        ])
         .args(["--type", "nf4"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
