@@ -9,19 +9,25 @@ tests/fixtures/train/lora_init (r=2, all 7 targets of layers 0, 1, 15, 29, non-z
 training loop of make_train_fixtures.py runs the same 6 steps (batch 2 x accumulation 2, AdamW
 with weight decay, cosine warmup, clipping) on tests/fixtures/train/sequences.jsonl.
 
-edgetune trains on `edgetune quantize Q4_1.gguf --type nf4` of the same weights. This script also
-compares that file (--ours, if given) with bitsandbytes' quantization of every linear weight:
-packed codes (Q/K after undoing the GGUF row permutation), and the dequantized weights. The codes
-are identical everywhere. The dequantized weights are bit-identical except for attn_q/attn_k: the
-GGUF stores their rows in RoPE-permuted order, so the 256-absmax groups of the double quantization
-cover different blocks there than in the HF order bitsandbytes quantizes; those scales differ by
-the nested 8-bit rounding (counted and reported in the fixture, `qk_scale_mismatch`).
+edgetune trains on `edgetune quantize Q4_1.gguf --type nf4` of the same weights. The GGUF stores
+attn_q/attn_k rows in RoPE-permuted order, and NF4 double quantization groups 256 consecutive block
+scales, so quantizing the HF row order (what a transformers QLoRA user gets) puts different blocks
+in a group there: the 4-bit codes agree but the nested 8-bit scales round differently. Hence two
+runs (`--qk-order`):
+  gguf (default, qlora_run.json, what tests/train_qlora.rs bounds): q/k are Linear4bit quantized in
+       the GGUF row order, their outputs put back in HF order (RowPermutedLinear4bit), so the base
+       weights are exactly those of edgetune's file;
+  hf   (qlora_hf_order_run.json, reported only): plain Linear4bit on HF rows.
+With --ours, every weight's packed codes and dequantized values are compared with the file
+(`nf4_vs_edgetune` in the fixture: codes equal for all 210; values equal for all 210 in gguf
+order, for the 150 non-q/k ones in hf order).
 
-Writes tests/fixtures/train/qlora_run.json (settings, per-step loss, grad norm, lr; the
-comparison figures; versions). Small: no tensors.
+Writes tests/fixtures/train/<--name> (settings, per-step loss, grad norm, lr, adapter norm, the
+comparison, versions). Small: no tensors.
 
 Usage: PYTHONHASHSEED=0 /work/main/.venv/bin/python scripts/reference/make_qlora_fixtures.py \
-          [--ours /tmp/smollm2-nf4.gguf] [--models models] [--out tests/fixtures/train]
+          --ours /tmp/smollm2-nf4.gguf [--qk-order gguf|hf --name qlora_run.json] [--out tests/fixtures/train]
+(--ours: `edgetune quantize models/SmolLM2-135M-Instruct.Q4_1.gguf -o /tmp/smollm2-nf4.gguf --type nf4`)
 """
 
 import argparse
@@ -46,8 +52,29 @@ GGUF_NAME = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj
              "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}
 
 
-def to_nf4(model):
-    """Replaces every block linear with a Linear4bit quantized on the CPU."""
+class RowPermutedLinear4bit(bnb.nn.Linear4bit):
+    """A Linear4bit holding its weight rows in GGUF (RoPE-permuted) order, as edgetune's NF4 file
+    stores attn_q/attn_k, and giving its outputs back in HF order. PEFT sees a Linear4bit."""
+
+    def set_order(self, hf_of_gguf):
+        self.register_buffer("hf_order", torch.argsort(torch.as_tensor(hf_of_gguf)), persistent=False)
+
+    def forward(self, x):
+        return super().forward(x).index_select(-1, self.hf_order)
+
+
+def hf_rows_to_gguf(w, n_head):
+    """llama.cpp's Q/K row permutation (convert_hf_to_gguf.py), HF -> GGUF, on axis 0."""
+    rows = w.shape[0]
+    return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def to_nf4(model, qk_order):
+    """Replaces every block linear with a Linear4bit quantized on the CPU. `qk_order` "gguf":
+    q/k are quantized in the GGUF row order (RowPermutedLinear4bit), so the double-quant groups
+    are those of edgetune's file; "hf": plain Linear4bit over HF rows (what a transformers QLoRA
+    user gets; its nested scales differ from the file's on q/k)."""
+    cfg = model.config
     # The double-quant offset is mean(absmax); torch's multi-threaded mean sums in another order.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -56,10 +83,17 @@ def to_nf4(model):
             mod = getattr(layer, part)
             for n in names:
                 old = getattr(mod, n)
-                new = bnb.nn.Linear4bit(old.in_features, old.out_features, bias=old.bias is not None,
-                                        compute_dtype=torch.float32, compress_statistics=True,
-                                        quant_type="nf4", quant_storage=torch.uint8)
-                new.weight = bnb.nn.Params4bit(old.weight.data.clone(), requires_grad=False,
+                heads = {"q_proj": cfg.num_attention_heads,
+                         "k_proj": cfg.num_key_value_heads}.get(n) if qk_order == "gguf" else None
+                cls = RowPermutedLinear4bit if heads else bnb.nn.Linear4bit
+                new = cls(old.in_features, old.out_features, bias=old.bias is not None,
+                          compute_dtype=torch.float32, compress_statistics=True,
+                          quant_type="nf4", quant_storage=torch.uint8)
+                w = old.weight.data.clone()
+                if heads:
+                    w = hf_rows_to_gguf(w, heads).contiguous()
+                    new.set_order(hf_rows_to_gguf(np.arange(old.out_features), heads))
+                new.weight = bnb.nn.Params4bit(w, requires_grad=False,
                                                compress_statistics=True, quant_type="nf4",
                                                blocksize=64, quant_storage=torch.uint8)
                 new = new.to("cpu")
@@ -90,7 +124,10 @@ def compare_with_ours(model, path, cfg):
                 theirs = BF.dequantize_4bit(lin.weight.data, st).numpy().reshape(rows, cols)
                 name = f"blk.{li}.{GGUF_NAME[n]}.weight"
                 ours_codes = np.asarray(tensors[name].data).view(np.uint8).reshape(rows, cols // 2)
-                heads = {"q_proj": cfg.num_attention_heads, "k_proj": cfg.num_key_value_heads}.get(n)
+                heads = None
+                if not isinstance(lin, RowPermutedLinear4bit):
+                    heads = {"q_proj": cfg.num_attention_heads,
+                             "k_proj": cfg.num_key_value_heads}.get(n)
                 if heads:
                     ours_codes = gguf_rows_to_hf(ours_codes, heads)
                 out["weights"] += 1
@@ -125,10 +162,12 @@ def main():
     ap.add_argument("--models", type=Path, default=root / "models")
     ap.add_argument("--out", type=Path, default=root / "tests/fixtures/train")
     ap.add_argument("--ours", type=Path, default=None, help="edgetune's NF4 GGUF of the same model")
+    ap.add_argument("--qk-order", choices=["gguf", "hf"], default="gguf")
+    ap.add_argument("--name", default="qlora_run.json")
     a = ap.parse_args()
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(str(a.models), gguf_file=GGUF, dtype=torch.float32)
-    to_nf4(base)
+    to_nf4(base, a.qk_order)
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     check = compare_with_ours(base, str(a.ours), base.config) if a.ours else None
     print("NF4 vs ours:", check)
@@ -170,7 +209,8 @@ def main():
                 nf4_vs_edgetune=check, generated_by="scripts/reference/make_qlora_fixtures.py",
                 torch=torch.__version__, transformers=__import__("transformers").__version__,
                 peft=__import__("peft").__version__, bitsandbytes=bnb.__version__)
-    (a.out / "qlora_run.json").write_text(json.dumps(meta, indent=1) + "\n")
+    meta["qk_order"] = a.qk_order
+    (a.out / a.name).write_text(json.dumps(meta, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -224,6 +224,9 @@ struct Facts {
     dropout: bool,
     state_bytes: u64,
     page_bytes: u64,
+    /// RAM paged state needs to keep every page resident: `PagedStore` frames are all the size
+    /// of the largest record, one record each.
+    paged_all: u64,
     /// Backend scratch: bytes of one thread's buffers, and the packed-A bytes for `m x k`.
     one_thread: CpuBackend,
 }
@@ -267,6 +270,7 @@ fn facts(inp: &PlanInput) -> Result<Facts> {
         dropout,
         state_bytes: layout.total_bytes(),
         page_bytes: layout.max_record_bytes().max(8) as u64,
+        paged_all: layout.chunk_count() as u64 * layout.max_record_bytes().max(8) as u64,
         one_thread: CpuBackend::new(1)?,
     })
 }
@@ -398,7 +402,7 @@ fn consumers(inp: &PlanInput, f: &Facts, c: Choice) -> Vec<Consumer> {
     );
     let state_ram = match inp.state_mode {
         StateMode::Ram => f.state_bytes,
-        _ => c.state_ram.min(f.state_bytes.max(f.page_bytes)),
+        _ => (c.state_ram.min(f.paged_all) / f.page_bytes).max(1) * f.page_bytes,
     };
     add(
         "optimizer state in RAM",
@@ -407,10 +411,11 @@ fn consumers(inp: &PlanInput, f: &Facts, c: Choice) -> Vec<Consumer> {
         match inp.state_mode {
             StateMode::Ram => "AdamW moments, all in RAM".into(),
             _ => format!(
-                "{} of {} resident, pages of {}",
-                human(state_ram),
+                "{} pages of {} resident ({} of state; all resident: {})",
+                state_ram / f.page_bytes,
+                human(f.page_bytes),
                 human(f.state_bytes),
-                human(f.page_bytes)
+                human(f.paged_all)
             ),
         },
     );
@@ -462,7 +467,7 @@ pub fn plan(inp: &PlanInput, default_state_ram: u64) -> Result<Plan> {
     while *chunks.last().unwrap_or(&0) / 2 >= MIN_LM_CHUNK_ROWS {
         chunks.push(chunks[chunks.len() - 1] / 2);
     }
-    let min_state = (MIN_STATE_PAGES as u64 * f.page_bytes).min(f.state_bytes.max(f.page_bytes));
+    let min_state = (MIN_STATE_PAGES as u64 * f.page_bytes).min(f.paged_all);
     let Some(budget) = inp.budget else {
         let c = Choice {
             mode: modes[0],
@@ -629,7 +634,7 @@ impl fmt::Display for Plan {
         let state = match self.state_mode {
             StateMode::Ram => format!("in RAM ({})", human(self.state_bytes)),
             m => format!(
-                "{} paged, {} of {} in RAM",
+                "{} paged, {} of pages in RAM for {} of state",
                 if m == StateMode::Paged8bit {
                     "8-bit"
                 } else {
