@@ -668,6 +668,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn over_budget_names_plan_and_measurement() {
+        let plan = Plan {
+            consumers: Vec::new(),
+            total: 100 << 20,
+            budget: Some(160 << 20),
+            activations: ActivationMode::Checkpoint,
+            lm_chunk_rows: 64,
+            state_mode: StateMode::Ram,
+            state_bytes: 0,
+            state_ram_bytes: 0,
+            mapped_bytes: 0,
+        };
+        assert_eq!(plan.over_budget(3, 160 << 20), None);
+        let w = plan.over_budget(3, (160 << 20) + 4096).unwrap();
+        for want in [
+            "step 3",
+            "160.0 MiB",
+            "plan estimated 100.0 MiB",
+            "167776256 bytes",
+        ] {
+            assert!(w.contains(want), "{want}: {w}");
+        }
+        let none = Plan {
+            budget: None,
+            ..plan
+        };
+        assert_eq!(none.over_budget(3, u64::MAX), None);
+    }
+
+    #[test]
     fn sizes_parse() {
         assert_eq!(parse_size("512M").unwrap(), 512 << 20);
         assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
