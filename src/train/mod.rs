@@ -16,6 +16,7 @@ pub mod data;
 pub mod infer;
 pub mod metrics;
 pub mod model;
+pub mod plan;
 pub mod session;
 
 pub use checkpoint::{checkpoint_dir, load_state, save_checkpoint, TrainerState};

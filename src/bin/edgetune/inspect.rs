@@ -1,4 +1,4 @@
-//! `edgetune inspect MODEL [--json] [--tensor NAME --npy OUT]`
+//! `edgetune inspect MODEL [--json] [--tensor NAME --npy OUT] [--plan [training shape flags]]`
 
 use edgetune::gguf::{Array, GgufFile, Value};
 use edgetune::weights::{WeightInfo, Weights};
@@ -20,6 +20,39 @@ pub struct Args {
     /// Where to write the tensor as a NumPy .npy file (row-major: rows = GGUF ne[1]).
     #[arg(long, value_name = "OUT.npy", requires = "tensor")]
     npy: Option<PathBuf>,
+    /// Print the training memory plan for the shape below (no data: its bytes count as 0).
+    #[arg(long)]
+    plan: bool,
+    /// [--plan] Tokens per sequence.
+    #[arg(long, default_value_t = 512, requires = "plan")]
+    seq_len: usize,
+    /// [--plan] Sequences per micro-batch.
+    #[arg(long, default_value_t = 1, requires = "plan")]
+    batch_size: usize,
+    /// [--plan] Adapter method: lora, ia3, prefix or prompt.
+    #[arg(long, default_value = "lora", requires = "plan")]
+    method: String,
+    /// [--plan] LoRA rank.
+    #[arg(long, default_value_t = 8, requires = "plan")]
+    rank: usize,
+    /// [--plan] Layers to adapt (as `train --targets`) [default: PEFT's for the method].
+    #[arg(long, requires = "plan")]
+    targets: Option<String>,
+    /// [--plan] Virtual tokens of prefix / prompt tuning.
+    #[arg(long, default_value_t = 20, requires = "plan")]
+    num_virtual_tokens: usize,
+    /// [--plan] Worker threads [default: all cores].
+    #[arg(long, requires = "plan")]
+    threads: Option<usize>,
+    /// [--plan] ram, paged or paged-8bit.
+    #[arg(long, default_value = "ram", requires = "plan")]
+    optimizer_state: String,
+    /// [--plan] auto, on or off.
+    #[arg(long, default_value = "auto", requires = "plan")]
+    checkpointing: String,
+    /// [--plan] Budget of anonymous memory (512M, 1.5G, 768MiB).
+    #[arg(long, value_name = "SIZE", requires = "plan")]
+    memory_budget: Option<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -43,6 +76,9 @@ pub fn run(args: Args) -> Result<()> {
             w.storage.name()
         );
         return Ok(());
+    }
+    if args.plan {
+        return print_plan(&args, &file);
     }
     if args.json {
         println!(
@@ -257,4 +293,57 @@ fn print_text(path: &std::path::Path, file: &GgufFile, weights: &Weights) {
         human_bytes(total),
         human_bytes(elements * 4)
     );
+}
+
+/// `--plan`: the training memory plan of a run of the given shape on this model.
+fn print_plan(args: &Args, file: &GgufFile) -> Result<()> {
+    use edgetune::train::model::{model_dims, new_adapter, AdapterSpec};
+    use edgetune::train::plan::{parse_size, plan, Baseline, PlanInput};
+    let threads = crate::common::threads(args.threads);
+    let model = crate::common::model(&args.model, file, crate::common::backend(threads, edgetune::backend::Compute::F32)?)?;
+    let tok = crate::common::tokenizer(&args.model, file)?;
+    let baseline = Baseline::measure().unwrap_or(Baseline {
+        bytes: 0,
+        measured: false,
+    });
+    drop(tok);
+    let spec = AdapterSpec {
+        method: edgetune::adapters::Method::from_cli_name(&args.method)?,
+        targets: args
+            .targets
+            .as_deref()
+            .map(edgetune::adapters::parse_targets)
+            .transpose()?,
+        rank: args.rank,
+        alpha: 2.0 * args.rank as f32,
+        num_virtual_tokens: args.num_virtual_tokens,
+        ..AdapterSpec::default()
+    };
+    let adapter = new_adapter(&model_dims(&model.config), &spec, 0)?;
+    let state_mode = args.optimizer_state.parse()?;
+    let p = plan(
+        &PlanInput {
+            config: &model.config,
+            mapped_bytes: file.header().tensors.iter().map(|t| t.bytes).sum(),
+            adapter: &adapter,
+            seq_len: args.seq_len,
+            batch_size: args.batch_size,
+            threads,
+            state_mode,
+            checkpointing: args.checkpointing.parse()?,
+            budget: args.memory_budget.as_deref().map(parse_size).transpose()?,
+            baseline,
+            data_bytes: 0,
+        },
+        edgetune::train::DEFAULT_STATE_RAM_BYTES as u64,
+    )?;
+    println!(
+        "{}: {} adapter, {} tokens x {} sequences, {threads} threads (training data not counted)",
+        args.model.display(),
+        spec.method.cli_name(),
+        args.seq_len,
+        args.batch_size
+    );
+    println!("{p}");
+    Ok(())
 }

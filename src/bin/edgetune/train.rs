@@ -3,9 +3,10 @@
 use edgetune::adapters::{parse_targets, Method};
 use edgetune::backend::cpu::CpuBackend;
 use edgetune::gguf::GgufFile;
-use edgetune::model::{ActivationMode, Llama};
-use edgetune::optim::ScheduleKind;
+use edgetune::model::Llama;
+use edgetune::optim::{ScheduleKind, StateMode};
 use edgetune::train::model::AdapterSpec;
+use edgetune::train::plan::{parse_size, Checkpointing};
 use edgetune::train::session::{AdapterInit, Session, SessionConfig};
 use edgetune::train::{StepMetrics, TrainOptions};
 use edgetune::{Error, Result};
@@ -119,6 +120,22 @@ pub struct Args {
     /// their own positions and never attend to each other, so fewer padding tokens are computed.
     #[arg(long)]
     pack: bool,
+    /// Anonymous RAM the run may use (512M, 1.5G, 768MiB); the plan must fit or training is
+    /// refused before step 0. The memory-mapped model is not counted (docs/memory.md).
+    #[arg(long, value_name = "SIZE")]
+    memory_budget: Option<String>,
+    /// Activation checkpointing: auto (on only if the budget needs it), on or off.
+    #[arg(long, default_value = "auto")]
+    checkpointing: String,
+    /// Optimizer state: ram, paged (spills to --state-file beyond its RAM share) or paged-8bit.
+    #[arg(long, default_value = "ram")]
+    optimizer_state: String,
+    /// File for paged optimizer state, preallocated [default: OUT/optimizer.state].
+    #[arg(long, value_name = "PATH")]
+    state_file: Option<PathBuf>,
+    /// Print the memory plan and exit without training or writing anything.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -184,6 +201,9 @@ pub fn run(args: Args) -> Result<()> {
     train_opts.checkpoint_every = args.checkpoint_every;
     train_opts.seed = args.seed;
     train_opts.stop = Some(stop.clone());
+    train_opts.state_mode = args.optimizer_state.parse::<StateMode>()?;
+    train_opts.state_file = args.state_file.clone();
+    let memory_budget = args.memory_budget.as_deref().map(parse_size).transpose()?;
     let cfg = SessionConfig {
         adapter,
         dropout: args.dropout,
@@ -195,7 +215,8 @@ pub fn run(args: Args) -> Result<()> {
         train_on_prompt: args.train_on_prompt,
         shuffle: !args.no_shuffle,
         val_split: args.val_split,
-        activations: ActivationMode::Full,
+        checkpointing: args.checkpointing.parse::<Checkpointing>()?,
+        memory_budget,
         resume: args.resume.clone(),
         train: train_opts,
     };
@@ -203,7 +224,12 @@ pub fn run(args: Args) -> Result<()> {
     let file = GgufFile::open(&args.model)?;
     let backend = Arc::new(CpuBackend::new(threads)?.with_compute(args.compute));
     let model = Llama::new(&file, backend).map_err(|e| e.in_file(&args.model))?;
+    if args.dry_run {
+        println!("{}", Session::dry_run(&file, model, &args.data, cfg)?);
+        return Ok(());
+    }
     let mut session = Session::new(&file, model, &args.data, cfg)?;
+    eprintln!("{}", session.plan());
     let summary = session.summary().clone();
     for w in summary.data.warnings(args.seq_len) {
         eprintln!("warning: {w}");
@@ -228,7 +254,13 @@ pub fn run(args: Args) -> Result<()> {
         .map_err(|e| Error::InvalidArgument(format!("installing the Ctrl-C handler: {e}")))?;
     }
     let mut progress = StepProgress::new(total_steps);
-    let outcome = session.run(&mut |m| progress.step(m));
+    let plan = session.plan().clone();
+    let outcome = session.run(&mut |m| {
+        progress.step(m);
+        if let Some(w) = plan.over_budget(m.step, m.rss_anon_bytes) {
+            progress.println(&w);
+        }
+    });
     progress.finish();
     let outcome = outcome?;
     if outcome.interrupted {
@@ -301,6 +333,14 @@ impl StepProgress {
                 "step {}/{} {msg} | lr {:.3e} | grad norm {:.3} | ETA {:.0}s",
                 m.step, self.total, m.lr, m.grad_norm, eta
             ),
+        }
+    }
+
+    /// A line above the bar (or on its own without one).
+    fn println(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
         }
     }
 
