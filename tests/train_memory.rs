@@ -100,7 +100,10 @@ fn the_planner_checkpoints_only_when_needed_and_its_smallest_budget_works() {
     };
     let free = plan(&input(None, Checkpointing::Auto, StateMode::Ram), 16 << 20).unwrap();
     assert_eq!(free.activations, ActivationMode::Full);
-    assert_eq!(free.lm_chunk_rows, 64);
+    assert_eq!(
+        free.lm_chunk_rows,
+        edgetune::model::llama::DEFAULT_LM_CHUNK_ROWS
+    );
     // A budget just above the no-checkpointing total keeps everything.
     let b = free.total + (1 << 20);
     let p = plan(&input(Some(b), Checkpointing::Auto, StateMode::Ram), 0).unwrap();
@@ -124,7 +127,7 @@ fn the_planner_checkpoints_only_when_needed_and_its_smallest_budget_works() {
     assert!(err.contains("saved activations"), "{err}");
     // Paged state takes what the budget leaves, at least a few pages.
     let p = plan(
-        &input(Some(100 << 20), Checkpointing::Auto, StateMode::Paged),
+        &input(Some(90 << 20), Checkpointing::Auto, StateMode::Paged),
         0,
     )
     .unwrap();
@@ -132,7 +135,7 @@ fn the_planner_checkpoints_only_when_needed_and_its_smallest_budget_works() {
         p.state_ram_bytes < p.state_bytes && p.state_ram_bytes > 0,
         "{p}"
     );
-    assert!(p.total <= 100 << 20);
+    assert!(p.total <= 90 << 20);
     // The refusal names the largest consumers and a budget that then works (and 1 MiB less
     // does not).
     for mode in [StateMode::Ram, StateMode::Paged8bit] {
@@ -188,7 +191,7 @@ fn dry_run_prints_the_plan_and_a_small_budget_is_refused_before_step_0() {
         "logits chunk",
         "optimizer state in RAM",
         "budget",
-        "decisions: checkpointing on, logits chunk 64 rows, optimizer state in RAM",
+        "decisions: checkpointing on, logits chunk 512 rows, optimizer state in RAM",
         "memory-mapped read-only",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");

@@ -388,7 +388,10 @@ fn consumers(inp: &PlanInput, f: &Facts, c: Choice) -> Vec<Consumer> {
     let pack = |m: usize, k: usize| {
         f.one_thread.scratch_bytes(m, k) as u64 - f.one_thread.scratch_bytes(0, k) as u64
     };
-    let a_pack = pack(n, widest).max(pack(c.chunk, v)).max(pack(widest, n));
+    // The cross-entropy's products are [rows, d]·[tile, d]ᵀ and [rows, tile]·[tile, d].
+    let a_pack = pack(n, widest)
+        .max(pack(rows, tile.max(d)))
+        .max(pack(widest, n));
     add(
         "GEMM packing (caller)",
         Always,

@@ -300,7 +300,11 @@ fn print_plan(args: &Args, file: &GgufFile) -> Result<()> {
     use edgetune::train::model::{model_dims, new_adapter, AdapterSpec};
     use edgetune::train::plan::{parse_size, plan, Baseline, PlanInput};
     let threads = crate::common::threads(args.threads);
-    let model = crate::common::model(&args.model, file, crate::common::backend(threads, edgetune::backend::Compute::F32)?)?;
+    let model = crate::common::model(
+        &args.model,
+        file,
+        crate::common::backend(threads, edgetune::backend::Compute::F32)?,
+    )?;
     let tok = crate::common::tokenizer(&args.model, file)?;
     let baseline = Baseline::measure().unwrap_or(Baseline {
         bytes: 0,
