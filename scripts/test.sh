@@ -10,4 +10,6 @@ cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 # --all-targets also builds every criterion bench and runs each one once (test mode).
 cargo test --all-targets --locked
+# The C ABI from C: static + shared builds, ABI == CLI adapter, valgrind (docs/capi.md).
+bash scripts/capi-test.sh
 echo "all checks passed"

@@ -6,12 +6,16 @@ use super::data::{micro_batch, BatcherSource};
 use super::model::{model_dims, new_adapter, AdapterSpec, LlamaObjective};
 use super::{Outcome, StepMetrics, TrainOptions, Trainer};
 use crate::adapters::{load_peft_dir, save_peft_dir, AnyAdapter};
-use crate::data::{self, BatchOptions, Batcher, ChatFormat, DataOptions, DataStats};
+use crate::data::{self, BatchOptions, Batcher, ChatFormat, DataOptions, DataStats, Prepared};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::model::{ActivationMode, Llama};
 use crate::tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};
+
+/// Prepares a session's data, given the model's tokenizer, chat format and the data options.
+pub type PrepareData<'a> =
+    dyn FnMut(&Tokenizer, Option<&ChatFormat>, &DataOptions) -> Result<Prepared> + 'a;
 
 /// Where the adapter of a session comes from.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,6 +72,20 @@ impl SessionConfig {
     }
 }
 
+impl SessionConfig {
+    /// How the session's data become sequences.
+    pub fn data_options(&self) -> DataOptions {
+        DataOptions {
+            seq_len: self.seq_len,
+            pack: self.pack,
+            train_on_prompt: self.train_on_prompt,
+            shuffle: self.shuffle,
+            seed: self.train.seed,
+            val_split: self.val_split,
+        }
+    }
+}
+
 /// What a session prepared, for the log.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionSummary {
@@ -96,6 +114,19 @@ impl<'w> Session<'w> {
         model: Llama<'w>,
         data_path: &Path,
         cfg: SessionConfig,
+    ) -> Result<Session<'w>> {
+        Self::with_data(file, model, cfg, &mut |tok, chat, opts| {
+            data::load(data_path, tok, chat, opts)
+        })
+    }
+
+    /// `new` with the data prepared by `prepare` (given the model's tokenizer, chat format and
+    /// `cfg.data_options()`), e.g. from records tokenized earlier (the C ABI).
+    pub fn with_data(
+        file: &'w GgufFile,
+        model: Llama<'w>,
+        cfg: SessionConfig,
+        prepare: &mut PrepareData,
     ) -> Result<Session<'w>> {
         let dims = model_dims(&model.config);
         let tok = Tokenizer::from_gguf(file.header())?;
@@ -142,15 +173,7 @@ impl<'w> Session<'w> {
             ));
         }
 
-        let data_opts = DataOptions {
-            seq_len: cfg.seq_len,
-            pack: cfg.pack,
-            train_on_prompt: cfg.train_on_prompt,
-            shuffle: cfg.shuffle,
-            seed: cfg.train.seed,
-            val_split: cfg.val_split,
-        };
-        let prepared = data::load(data_path, &tok, chat.as_ref(), &data_opts)?;
+        let prepared = prepare(&tok, chat.as_ref(), &cfg.data_options())?;
         let pad = data::pad_id(&tok);
         let val = data::eval_batches(&prepared.val, cfg.batch_size, pad)
             .map(|b| micro_batch(&b))
