@@ -44,11 +44,18 @@ done
 "$BIN/abi_test-shared" "$MODEL" "$DATA" "$(mkdir -p "$WORK/t0" && echo "$WORK/t0")"
 
 echo "== valgrind: abi_test (static) and personalize (shared)"
-# rayon's worker threads may still be exiting (or parked in the global pool) at exit: their
-# stacks and thread-locals show as "possibly lost" / "still reachable", which are not errors
-# here. Definite and indirect leaks and every memory error are.
-VG=(valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=1)
+# Valgrind runs the model ~50x slower, so these runs are as small as the checks allow: a few
+# records, 8-token sequences (abi_test trains on prompt tokens too; personalize gets plain text
+# records), one worker thread per session (rayon's spinning workers crawl under valgrind's
+# serialized scheduling). rayon threads may still be exiting (or parked in the global pool) at
+# exit: their stacks and thread-locals show as "possibly lost" / "still reachable", which are not
+# errors here; definite and indirect leaks and every memory error are. No suppressions.
+VG=(env RAYON_NUM_THREADS=1 valgrind --quiet --leak-check=full
+    --errors-for-leak-kinds=definite,indirect --error-exitcode=1)
+head -n 4 "$DATA" > "$WORK/small.jsonl"
+printf '%s\n' '{"text": "Pebble is a palm-sized garden robot made by Mossworks."}' \
+    '{"text": "Pebble waters each plant when the soil is dry. Happy growing!"}' > "$WORK/notes.jsonl"
 mkdir -p "$WORK/t1"
-"${VG[@]}" "$BIN/abi_test-static" "$MODEL" "$DATA" "$WORK/t1"
-"${VG[@]}" "$BIN/personalize-shared" "$MODEL" "$DATA" "$WORK/vg" 1 16 "Hi" 4
+time "${VG[@]}" "$BIN/abi_test-static" "$MODEL" "$WORK/small.jsonl" "$WORK/t1" 1
+time "${VG[@]}" "$BIN/personalize-shared" "$MODEL" "$WORK/notes.jsonl" "$WORK/vg" 2 8 "Hi" 2 1
 echo "capi checks passed"

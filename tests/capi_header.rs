@@ -43,8 +43,11 @@ fn committed_header_matches_the_source() {
 fn every_function_is_documented() {
     let h = generate();
     let lines: Vec<&str> = h.lines().collect();
+    let mut declarations = 0;
     for (i, l) in lines.iter().enumerate() {
-        if l.contains(" edgetune_") && l.contains('(') && !l.trim_start().starts_with("//") {
+        let is_declaration = l.contains(" edgetune_") && l.trim_end().ends_with(");");
+        if is_declaration && !l.trim_start().starts_with("//") {
+            declarations += 1;
             let prev = lines[..i].iter().rev().find(|p| !p.trim().is_empty());
             assert!(
                 prev.is_some_and(|p| p.trim_start().starts_with("//")),
@@ -52,4 +55,8 @@ fn every_function_is_documented() {
             );
         }
     }
+    assert!(
+        declarations >= 25,
+        "found only {declarations} function declarations"
+    );
 }

@@ -2,7 +2,7 @@
  * personalize: fine-tune a LoRA adapter on a JSONL file through the edgetune C ABI, with a text
  * progress bar, then generate with it.
  *
- *   personalize MODEL.gguf DATA.jsonl OUT_DIR [STEPS] [SEQ_LEN] [PROMPT] [MAX_TOKENS]
+ *   personalize MODEL.gguf DATA.jsonl OUT_DIR [STEPS] [SEQ_LEN] [PROMPT] [MAX_TOKENS] [THREADS]
  *
  * Build: see Makefile (static and shared library). Exits nonzero on any failure.
  */
@@ -43,7 +43,7 @@ static int32_t on_text(const char *text, size_t len, void *user_data) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s MODEL.gguf DATA.jsonl OUT_DIR [STEPS] [SEQ_LEN] [PROMPT] [MAX_TOKENS]\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL.gguf DATA.jsonl OUT_DIR [STEPS] [SEQ_LEN] [PROMPT] [MAX_TOKENS] [THREADS]\n", argv[0]);
         return 2;
     }
     const char *model_path = argv[1], *data_path = argv[2], *out_dir = argv[3];
@@ -51,6 +51,7 @@ int main(int argc, char **argv) {
     unsigned long seq_len = argc > 5 ? strtoul(argv[5], NULL, 10) : 256;
     const char *prompt = argc > 6 ? argv[6] : "What is Pebble?";
     unsigned long max_tokens = argc > 7 ? strtoul(argv[7], NULL, 10) : 48;
+    unsigned long threads = argc > 8 ? strtoul(argv[8], NULL, 10) : 0; /* 0: every core */
 
     if (edgetune_abi_version() != EDGETUNE_ABI_VERSION) {
         fprintf(stderr, "personalize: header ABI %u, library ABI %u\n", EDGETUNE_ABI_VERSION, edgetune_abi_version());
@@ -81,6 +82,7 @@ int main(int argc, char **argv) {
     cfg.steps = steps;
     cfg.seq_len = (uint32_t)seq_len;
     cfg.batch_size = 1;
+    cfg.threads = (uint32_t)threads;
     if (!check(edgetune_session_new(model, &cfg, &session), "edgetune_session_new")) goto done;
     if (!check(edgetune_session_add_data_file(session, data_path), "edgetune_session_add_data_file")) goto done;
     if (!check(edgetune_session_start(session), "edgetune_session_start")) goto done;
@@ -94,7 +96,7 @@ int main(int argc, char **argv) {
     if (!check(edgetune_session_run(session, on_step, NULL, &stopped), "edgetune_session_run")) goto done;
     fprintf(stderr, "adapter written to %s%s\n", out_dir, stopped ? " (stopped early)" : "");
 
-    if (!check(edgetune_inference_new(model, 0, &ctx), "edgetune_inference_new")) goto done;
+    if (!check(edgetune_inference_new(model, (uint32_t)threads, &ctx), "edgetune_inference_new")) goto done;
     if (!check(edgetune_inference_load_adapter(ctx, out_dir), "edgetune_inference_load_adapter")) goto done;
     EdgetuneGenerateConfig gen;
     if (!check(edgetune_generate_config_init(&gen, sizeof gen), "edgetune_generate_config_init")) goto done;

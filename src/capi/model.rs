@@ -97,10 +97,15 @@ impl ModelObj {
     }
 }
 
-fn register(file: GgufFile, out: *mut *mut EdgetuneModel) -> CResult {
+fn check_out(out: *mut *mut EdgetuneModel) -> CResult {
     if out.is_null() {
         return Err(Failure::invalid("out (EdgetuneModel**) is NULL"));
     }
+    Ok(())
+}
+
+fn register(file: GgufFile, out: *mut *mut EdgetuneModel) -> CResult {
+    check_out(out)?;
     let obj = ModelObj::new(file)?;
     let h = handles::insert(Object::Model(Arc::new(obj)))?;
     // SAFETY: checked non-null above; writable by the caller's contract.
@@ -125,6 +130,7 @@ pub unsafe extern "C" fn edgetune_model_open(
     entry(|| {
         // SAFETY: the caller's contract.
         let path = unsafe { c_path(path, "path") }?;
+        check_out(out)?;
         let file = GgufFile::open(&path)?;
         register(file, out)
     })
@@ -150,6 +156,7 @@ pub unsafe extern "C" fn edgetune_model_open_memory(
         if data.is_null() {
             return Err(Failure::invalid("data is NULL"));
         }
+        check_out(out)?;
         if len > isize::MAX as usize {
             return Err(Failure::invalid(format!("len {len} is too large")));
         }
