@@ -296,6 +296,7 @@ int main(int argc, char **argv) {
     int32_t stopped = -1;
     EXPECT(edgetune_session_run(session, progress_cb, &st, &stopped), OK);
     REQUIRE(stopped == 1 && st.calls == 1);
+    REQUIRE(edgetune_last_error()[0] == '\0'); /* the BUSY inside the callback is not reported */
     EXPECT(edgetune_session_run(session, stop_now, NULL, &stopped), OK);
     REQUIRE(stopped == 0); /* that was the last step: finished, not stopped */
     EXPECT(edgetune_session_step(session, NULL), STATE);

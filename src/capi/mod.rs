@@ -133,7 +133,11 @@ pub(crate) fn entry(body: impl FnOnce() -> CResult) -> EdgetuneStatus {
         ))
     });
     match outcome {
-        Ok(()) => EdgetuneStatus::Ok,
+        Ok(()) => {
+            // A call made from inside a callback may have set a message; this call succeeded.
+            LAST_ERROR.with(|l| *l.borrow_mut() = None);
+            EdgetuneStatus::Ok
+        }
         Err(f) => {
             set_last_error(f.msg);
             f.status

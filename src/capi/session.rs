@@ -317,7 +317,8 @@ impl SessionObj {
                          edgetune_session_add_data_jsonl first",
                     ));
                 }
-                let setup = match std::mem::replace(state, State::Failed(String::new())) {
+                let placeholder = State::Failed("training setup did not complete".into());
+                let setup = match std::mem::replace(state, placeholder) {
                     State::Setup(s) => s,
                     _ => unreachable!("matched above"),
                 };
