@@ -4,8 +4,9 @@
 #     the edgetune CLI, then examples/c (personalize, abi_test) against both libraries;
 #  2. trains the same LoRA with the C example and with the CLI and requires byte-identical
 #     adapters; prints both runs' step times;
-#  3. runs abi_test (every function, valid and invalid arguments) and personalize under valgrind:
-#     any memory error or definite/indirect leak fails.
+#  3. runs abi_test (every function, valid and invalid arguments) and personalize under
+#     AddressSanitizer + LeakSanitizer, and personalize under valgrind (abi_test too with
+#     CAPI_VALGRIND_FULL=1): any memory error or definite/indirect leak fails.
 # Used by scripts/test.sh. Needs cc, make and valgrind (installed with apt-get when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,19 +44,32 @@ for run in abi cli; do
 done
 "$BIN/abi_test-shared" "$MODEL" "$DATA" "$(mkdir -p "$WORK/t0" && echo "$WORK/t0")"
 
-echo "== valgrind: abi_test (static) and personalize (shared)"
-# Valgrind runs the model ~50x slower, so these runs are as small as the checks allow: a few
-# records, 8-token sequences (abi_test trains on prompt tokens too; personalize gets plain text
-# records), one worker thread per session (rayon's spinning workers crawl under valgrind's
-# serialized scheduling). rayon threads may still be exiting (or parked in the global pool) at
-# exit: their stacks and thread-locals show as "possibly lost" / "still reachable", which are not
+echo "== AddressSanitizer + LeakSanitizer: abi_test and personalize (static library)"
+# Fast, so these use the full data file and several steps: memory errors in the C code, bad frees
+# anywhere, and leaks of the whole process (Rust allocates through malloc, which LSan tracks).
+make -s -C examples/c asan LIBDIR="$LIBDIR" OUT="$BIN"
+mkdir -p "$WORK/t1"
+ASAN_OPTIONS=detect_leaks=1 "$BIN/abi_test-asan" "$MODEL" "$DATA" "$WORK/t1"
+ASAN_OPTIONS=detect_leaks=1 "$BIN/personalize-asan" "$MODEL" "$DATA" "$WORK/asan" 2 64 "Hi" 4 >/dev/null
+
+echo "== valgrind: personalize (shared library), abi_test (static) with CAPI_VALGRIND_FULL=1"
+# Valgrind runs a training step several hundred times slower than native (one 8-token step of
+# SmolLM2 takes minutes), so CI runs one tiny personalize under it (2 text records, 8-token
+# sequences, 1 step, 2 generated tokens, one worker thread: rayon's spinning workers crawl under
+# valgrind's serialized scheduling); abi_test runs under it only with CAPI_VALGRIND_FULL=1
+# (tens of minutes). EDGETUNE_SIMD=scalar: valgrind emulates the AVX2 kernels >3x slower than
+# the scalar ones (the kernels are checked against scalar by the unit tests; valgrind is here for
+# the memory handling of the ABI and the library). rayon threads may still be exiting (or parked in the global pool) at exit:
+# their stacks and thread-locals show as "possibly lost" / "still reachable", which are not
 # errors here; definite and indirect leaks and every memory error are. No suppressions.
-VG=(env RAYON_NUM_THREADS=1 valgrind --quiet --leak-check=full
+VG=(env RAYON_NUM_THREADS=1 EDGETUNE_SIMD=scalar valgrind --quiet --leak-check=full
     --errors-for-leak-kinds=definite,indirect --error-exitcode=1)
-head -n 4 "$DATA" > "$WORK/small.jsonl"
 printf '%s\n' '{"text": "Pebble is a palm-sized garden robot made by Mossworks."}' \
     '{"text": "Pebble waters each plant when the soil is dry. Happy growing!"}' > "$WORK/notes.jsonl"
-mkdir -p "$WORK/t1"
-time "${VG[@]}" "$BIN/abi_test-static" "$MODEL" "$WORK/small.jsonl" "$WORK/t1" 1
-time "${VG[@]}" "$BIN/personalize-shared" "$MODEL" "$WORK/notes.jsonl" "$WORK/vg" 2 8 "Hi" 2 1
+"${VG[@]}" "$BIN/personalize-shared" "$MODEL" "$WORK/notes.jsonl" "$WORK/vg" 1 8 "Hi" 2 1
+if [ "${CAPI_VALGRIND_FULL:-0}" = 1 ]; then
+    head -n 4 "$DATA" > "$WORK/small.jsonl"
+    mkdir -p "$WORK/t2"
+    "${VG[@]}" "$BIN/abi_test-static" "$MODEL" "$WORK/small.jsonl" "$WORK/t2" 1
+fi
 echo "capi checks passed"
