@@ -3,6 +3,7 @@
 //! were never issued or were freed, a missing file, corrupt buffers. (The full C-driven test with
 //! a model is examples/c/abi_test.c, run by scripts/capi-test.sh.)
 
+use edgetune::capi::config::*;
 use edgetune::capi::infer::*;
 use edgetune::capi::model::*;
 use edgetune::capi::session::*;

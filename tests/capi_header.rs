@@ -11,7 +11,7 @@ fn generate() -> String {
     let config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("cbindgen.toml");
     // Only the ABI module's files: the rest of the crate has public constants that are not ABI.
     let mut builder = cbindgen::Builder::new().with_config(config);
-    for f in ["mod.rs", "model.rs", "session.rs", "infer.rs"] {
+    for f in ["mod.rs", "model.rs", "config.rs", "session.rs", "infer.rs"] {
         builder = builder.with_src(root.join("src/capi").join(f));
     }
     let bindings = builder.generate().expect("cbindgen failed on src/capi");

@@ -13,6 +13,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod config;
 mod handles;
 pub mod infer;
 pub mod model;
