@@ -17,4 +17,6 @@ if [[ "${EDGETUNE_SKIP_CROSS:-0}" == 1 && "${CI:-}" != true ]]; then
 else
     bash scripts/cross-test.sh
 fi
+# The C ABI from C: static + shared builds, ABI == CLI adapter, valgrind (docs/capi.md).
+bash scripts/capi-test.sh
 echo "all checks passed"

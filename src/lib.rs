@@ -7,11 +7,13 @@
 
 pub mod adapters;
 pub mod backend;
+pub mod capi;
 pub mod chat;
 pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod gguf;
+pub mod infer;
 pub mod model;
 pub mod npy;
 pub mod optim;

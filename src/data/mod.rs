@@ -16,6 +16,8 @@
 //! 6. with `pack`, the training examples (shuffled first unless `shuffle` is off) and the
 //!    validation examples (in order) are packed (`pack`); else each example is a sequence.
 //!
+//! Records held in memory take the same path (`examples_from_bytes`, then `prepare_from`).
+//!
 //! `batch::Batcher` then draws micro-batches epoch after epoch and can be saved and restored.
 
 pub mod assistant;
@@ -131,6 +133,11 @@ pub fn load(
 ) -> Result<Prepared> {
     check_options(opts)?;
     let examples = read_examples(path, tok, chat, opts)?;
+    prepare_from(path, examples, opts)
+}
+
+/// `prepare` with `path` (the data's name) in its errors.
+pub fn prepare_from(path: &Path, examples: Vec<Example>, opts: &DataOptions) -> Result<Prepared> {
     prepare(examples, opts).map_err(|e| match e {
         Error::InvalidArgument(msg) => Error::Data {
             path: path.to_owned(),
@@ -166,17 +173,31 @@ pub fn read_examples(
 ) -> Result<Vec<Example>> {
     let bytes =
         std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let enc = Encoder::new(tok, chat, opts.train_on_prompt);
     let is_txt = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("txt"));
+    examples_from_bytes(path, &bytes, is_txt, tok, chat, opts)
+}
+
+/// Steps 1–2 on records held in memory (the C ABI's data passed by the caller): `bytes` is JSONL,
+/// or with `is_txt` one document. `path` only names the data in errors (e.g. `<memory>`).
+pub fn examples_from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    is_txt: bool,
+    tok: &Tokenizer,
+    chat: Option<&ChatFormat>,
+    opts: &DataOptions,
+) -> Result<Vec<Example>> {
+    check_options(opts)?;
+    let enc = Encoder::new(tok, chat, opts.train_on_prompt);
     let data_error = |line, msg| Error::Data {
         path: path.to_owned(),
         line,
         msg,
     };
     if is_txt {
-        let text = std::str::from_utf8(&bytes).map_err(|e| {
+        let text = std::str::from_utf8(bytes).map_err(|e| {
             let at = e.valid_up_to();
             let line = 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count();
             data_error(Some(line), "invalid UTF-8".into())
@@ -193,7 +214,7 @@ pub fn read_examples(
         }
         return Ok(windows);
     }
-    let (records, mut errors) = record::parse_jsonl(&bytes);
+    let (records, mut errors) = record::parse_jsonl(bytes);
     if errors.is_empty() {
         let encoded: Vec<Result<Example>> = records
             .par_iter()

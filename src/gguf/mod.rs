@@ -3,7 +3,8 @@
 //!
 //! API contract (other modules rely on it):
 //! - `GgufFile::open(path)` maps the file read-only and validates every header field before use;
-//!   `GgufFile::from_bytes(Vec<u8>)` does the same for a caller-owned buffer.
+//!   `GgufFile::from_bytes(Vec<u8>)` does the same for a buffer it then owns, `from_static(&[u8])`
+//!   for memory that outlives it (no copy).
 //! - `file.header()` gives metadata (ordered, `Value`s) and tensor infos; `file.tensor_data(&info)`
 //!   is the `&[u8]` of that tensor inside the map.
 //! - `parse_header(&[u8])` is the pure parser (used by the fuzz test).

@@ -628,10 +628,12 @@ fn check_tensor_layout(
     Ok(())
 }
 
-/// The bytes behind a `GgufFile`: a read-only map of the file, or a caller-owned buffer.
+/// The bytes behind a `GgufFile`: a read-only map of the file, a buffer it owns, or memory that
+/// outlives it (`from_static`, the C ABI's caller-owned buffer).
 enum Storage {
     Map(Mmap),
     Owned(Vec<u8>),
+    Borrowed(&'static [u8]),
 }
 
 impl Storage {
@@ -639,6 +641,7 @@ impl Storage {
         match self {
             Storage::Map(m) => m,
             Storage::Owned(v) => v,
+            Storage::Borrowed(b) => b,
         }
     }
 }
@@ -654,6 +657,7 @@ impl std::fmt::Debug for GgufFile {
         let kind = match self.storage {
             Storage::Map(_) => "mmap",
             Storage::Owned(_) => "owned",
+            Storage::Borrowed(_) => "borrowed",
         };
         f.debug_struct("GgufFile")
             .field("storage", &kind)
@@ -704,6 +708,13 @@ impl GgufFile {
     /// Validates a GGUF image held in memory.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<GgufFile> {
         Self::from_storage(Storage::Owned(bytes))
+    }
+
+    /// Validates a GGUF image that lives at least as long as the program needs it, without
+    /// copying it: tensor data are views into `bytes`. The C ABI builds the `'static` slice
+    /// from a caller-owned buffer that the caller keeps alive until the model is freed.
+    pub fn from_static(bytes: &'static [u8]) -> Result<GgufFile> {
+        Self::from_storage(Storage::Borrowed(bytes))
     }
 
     fn from_storage(storage: Storage) -> Result<GgufFile> {

@@ -13,7 +13,6 @@
 
 pub mod checkpoint;
 pub mod data;
-pub mod infer;
 pub mod metrics;
 pub mod model;
 pub mod plan;

@@ -12,13 +12,19 @@ use super::model::{model_dims, new_adapter, AdapterSpec, LlamaObjective};
 use super::plan::{plan, Baseline, Checkpointing, Plan, PlanInput};
 use super::{MicroBatch, Outcome, StepMetrics, TrainOptions, Trainer};
 use crate::adapters::{load_peft_dir, save_peft_dir, AnyAdapter};
-use crate::data::{self, BatchOptions, Batcher, ChatFormat, DataOptions, DataStats, Sequence};
+use crate::data::{
+    self, BatchOptions, Batcher, ChatFormat, DataOptions, DataStats, Prepared, Sequence,
+};
 use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 use crate::model::{ActivationMode, Llama};
 use crate::optim::StateMode;
 use crate::tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};
+
+/// Prepares a session's data, given the model's tokenizer, chat format and the data options.
+pub type PrepareData<'a> =
+    dyn FnMut(&Tokenizer, Option<&ChatFormat>, &DataOptions) -> Result<Prepared> + 'a;
 
 /// Where the adapter of a session comes from.
 #[derive(Clone, Debug, PartialEq)]
@@ -79,6 +85,20 @@ impl SessionConfig {
     }
 }
 
+impl SessionConfig {
+    /// How the session's data become sequences.
+    pub fn data_options(&self) -> DataOptions {
+        DataOptions {
+            seq_len: self.seq_len,
+            pack: self.pack,
+            train_on_prompt: self.train_on_prompt,
+            shuffle: self.shuffle,
+            seed: self.train.seed,
+            val_split: self.val_split,
+        }
+    }
+}
+
 /// What a session prepared, for the log.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionSummary {
@@ -126,8 +146,8 @@ fn sequence_bytes(seqs: &[Sequence]) -> u64 {
 fn setup<'w>(
     file: &'w GgufFile,
     mut model: Llama<'w>,
-    data_path: &Path,
     cfg: SessionConfig,
+    prepare: &mut PrepareData,
 ) -> Result<Setup<'w>> {
     let dims = model_dims(&model.config);
     let tok = Tokenizer::from_gguf(file.header())?;
@@ -173,15 +193,7 @@ fn setup<'w>(
         )));
     }
 
-    let data_opts = DataOptions {
-        seq_len: cfg.seq_len,
-        pack: cfg.pack,
-        train_on_prompt: cfg.train_on_prompt,
-        shuffle: cfg.shuffle,
-        seed: cfg.train.seed,
-        val_split: cfg.val_split,
-    };
-    let prepared = data::load(data_path, &tok, chat.as_ref(), &data_opts)?;
+    let prepared = prepare(&tok, chat.as_ref(), &cfg.data_options())?;
     let pad = data::pad_id(&tok);
     drop(tok);
     let val: Vec<MicroBatch> = data::eval_batches(&prepared.val, cfg.batch_size, pad)
@@ -261,7 +273,20 @@ impl<'w> Session<'w> {
         data_path: &Path,
         cfg: SessionConfig,
     ) -> Result<Session<'w>> {
-        let s = setup(file, model, data_path, cfg)?;
+        Self::with_data(file, model, cfg, &mut |tok, chat, opts| {
+            data::load(data_path, tok, chat, opts)
+        })
+    }
+
+    /// `new` with the data prepared by `prepare` (given the model's tokenizer, chat format and
+    /// `cfg.data_options()`), e.g. from records tokenized earlier (the C ABI).
+    pub fn with_data(
+        file: &'w GgufFile,
+        model: Llama<'w>,
+        cfg: SessionConfig,
+        prepare: &mut PrepareData,
+    ) -> Result<Session<'w>> {
+        let s = setup(file, model, cfg, prepare)?;
         let mut data = BatcherSource(s.batcher);
         let trainer = Trainer::new(&s.adapter, &mut data, s.train, s.cfg.resume.as_deref())?;
         let summary = SessionSummary {
@@ -290,7 +315,10 @@ impl<'w> Session<'w> {
         data_path: &Path,
         cfg: SessionConfig,
     ) -> Result<Plan> {
-        Ok(setup(file, model, data_path, cfg)?.plan)
+        let mut prepare = |tok: &Tokenizer, chat: Option<&ChatFormat>, opts: &DataOptions| {
+            data::load(data_path, tok, chat, opts)
+        };
+        Ok(setup(file, model, cfg, &mut prepare)?.plan)
     }
 
     /// The memory plan the session follows.

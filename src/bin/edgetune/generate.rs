@@ -2,10 +2,9 @@
 
 use crate::common;
 use edgetune::backend::Compute;
-use edgetune::chat::{ChatTemplate, Message};
 use edgetune::gguf::GgufFile;
+use edgetune::infer::{self, InferenceAdapters, Utf8Stream};
 use edgetune::model::generate::{generate_with, GenerateAdapters, GenerateParams};
-use edgetune::train::infer::InferenceAdapters;
 use edgetune::{Error, Result};
 use std::io::Write;
 use std::path::PathBuf;
@@ -62,22 +61,12 @@ pub fn run(args: Args) -> Result<()> {
         &file,
         common::backend(common::threads(args.threads), args.compute)?,
     )?;
-    let prompt_ids = if args.chat {
-        let template =
-            ChatTemplate::from_gguf(file.header()).map_err(|e| e.in_file(&args.model))?;
-        let text = template.render(&[Message::new("user", args.prompt.clone())], true)?;
-        // The rendered template already holds any BOS it wants, as transformers does.
-        tok.encode(&text, false)?
-    } else {
-        tok.encode(&args.prompt, true)?
-    };
-    if prompt_ids.is_empty() {
-        return Err(Error::InvalidArgument("the prompt is empty".into()));
-    }
-    let vocab = tok.vocab_size() as u32;
-    let stop_tokens: Vec<u32> = (0..vocab)
-        .filter(|&id| tok.is_end_of_generation(id))
-        .collect();
+    let prompt_ids =
+        infer::prompt_ids(file.header(), &tok, &args.prompt, args.chat).map_err(|e| match e {
+            e @ Error::ChatTemplate(_) => e.in_file(&args.model),
+            e => e,
+        })?;
+    let stop_tokens = infer::stop_tokens(&tok);
     let params = GenerateParams {
         max_tokens: args.n,
         temperature: args.temperature,
@@ -88,7 +77,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut pending: Vec<u8> = Vec::new();
+    let mut stream = Utf8Stream::default();
     let mut write_error = None;
     let start = Instant::now();
     let mut first_token_at = None;
@@ -101,21 +90,15 @@ pub fn run(args: Args) -> Result<()> {
     };
     let generated = generate_with(&model, &prompt_ids, &params, adapters, &mut |id| {
         first_token_at.get_or_insert_with(Instant::now);
-        match tok.token_to_piece(id) {
-            Ok(bytes) => pending.extend_from_slice(&bytes),
+        let bytes = match tok.token_to_piece(id) {
+            Ok(bytes) => bytes,
             Err(e) => {
                 write_error = Some(e);
                 return false;
             }
-        }
-        // Print the longest valid UTF-8 prefix; keep an incomplete character for the next token.
-        let valid = match std::str::from_utf8(&pending) {
-            Ok(s) => s.len(),
-            Err(e) if e.error_len().is_none() => e.valid_up_to(),
-            Err(_) => pending.len(),
         };
-        let r = out.write_all(&pending[..valid]).and_then(|_| out.flush());
-        pending.drain(..valid);
+        // Print whole characters; an incomplete one waits for the next token.
+        let r = stream.push(&bytes, |b| out.write_all(b).and_then(|_| out.flush()));
         if let Err(e) = r {
             write_error = Some(Error::io("writing to standard output", e));
             return false;
@@ -125,7 +108,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(e) = write_error {
         return Err(e);
     }
-    let _ = out.write_all(&pending);
+    let _ = out.write_all(&stream.finish());
     let _ = writeln!(out);
     let total = start.elapsed().as_secs_f64();
     let prompt_s = first_token_at.map_or(total, |t| (t - start).as_secs_f64());

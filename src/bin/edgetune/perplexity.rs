@@ -3,8 +3,8 @@
 use crate::common;
 use edgetune::backend::Compute;
 use edgetune::gguf::GgufFile;
+use edgetune::infer::InferenceAdapters;
 use edgetune::tokenizer::Tokenizer;
-use edgetune::train::infer::InferenceAdapters;
 use edgetune::{Error, Result};
 use std::path::{Path, PathBuf};
 
