@@ -248,24 +248,7 @@ pub(crate) fn gemm(pool: &Pool, kern: &Kernels, g: &Gemm, c: &mut [f32]) -> Resu
     let path = g.path;
     with_local(&A_PACK, |apack| {
         let ap = apack.get(m_pad * path.depth(k));
-        with_scratch(|s| {
-            for p0 in (0..k).step_by(KC) {
-                let kc = KC.min(k - p0);
-                let at = path.depth(p0) * m_pad;
-                let dst = &mut ap[at..at + m_pad * path.depth(kc)];
-                match path {
-                    Path::F32 => pack_a(kern, g.a, m, p0, kc, dst),
-                    Path::Rounded => {
-                        pack_a(kern, g.a, m, p0, kc, dst);
-                        bf16::round_in_place(kern.level(), dst);
-                    }
-                    Path::Pairs(_) => {
-                        let dst = bf16::as_bits_mut(dst);
-                        bf16::pack_a(kern, g.a, m, p0, kc, dst, &mut s.dec.pairs)
-                    }
-                }
-            }
-        });
+        pack_a_all(pool, kern, g, m_pad, ap)?;
         let ap: &[f32] = ap;
         let col_unit = lcm(kern.nr, g.b.col_align().max(1));
         let tasks = split(m, n, kern.mr, col_unit, pool.threads());
@@ -274,6 +257,68 @@ pub(crate) fn gemm(pool: &Pool, kern: &Kernels, g: &Gemm, c: &mut [f32]) -> Resu
             with_scratch(|s| run_task(kern, g, ap, m_pad, cp, tasks[t], s))
         })
     })
+}
+
+/// Below this many elements of A, packing it on the pool costs more than it saves.
+const PARALLEL_PACK_A: usize = 1 << 15;
+
+/// Packs all of A into `ap` (`KC` slices one after another, each `m_pad` rows of panels). Large
+/// operands are packed on the pool: each task takes a range of panels of one slice, so tasks
+/// write disjoint parts of `ap` (the layout, and so the result, does not depend on the split).
+fn pack_a_all(pool: &Pool, kern: &Kernels, g: &Gemm, m_pad: usize, ap: &mut [f32]) -> Result<()> {
+    let (m, k, path, mr) = (g.m, g.k, g.path, kern.mr);
+    let n_panels = m_pad / mr;
+    let groups = if pool.threads() > 1 && m * k >= PARALLEL_PACK_A {
+        (2 * pool.threads())
+            .div_ceil(k.div_ceil(KC))
+            .clamp(1, n_panels)
+    } else {
+        1
+    };
+    let per = n_panels.div_ceil(groups);
+    // (p0, kc, first row, panels' part of `ap`) for every slice and group of panels.
+    let mut jobs = Vec::new();
+    let mut rest = ap;
+    for p0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - p0);
+        let (slice, tail) = rest.split_at_mut(m_pad * path.depth(kc));
+        rest = tail;
+        for (q, part) in slice.chunks_mut(per * mr * path.depth(kc)).enumerate() {
+            jobs.push(std::sync::Mutex::new((p0, kc, q * per * mr, part)));
+        }
+    }
+    let job = |t: usize| -> Result<()> {
+        let mut guard = jobs[t].lock().map_err(|_| {
+            crate::error::Error::InvalidArgument("GEMM: a packing task panicked".into())
+        })?;
+        let (p0, kc, i0, ref mut dst) = *guard;
+        // Rows i0.. of A: element (r, c) of the view is A(i0 + r, c).
+        let a = Dense {
+            data: &g.a.data[i0 * g.a.rs..],
+            ..g.a
+        };
+        let rows = m - i0;
+        match path {
+            Path::F32 => pack_a(kern, a, rows, p0, kc, dst),
+            Path::Rounded => {
+                pack_a(kern, a, rows, p0, kc, dst);
+                bf16::round_in_place(kern.level(), dst);
+            }
+            Path::Pairs(_) => with_scratch(|s| {
+                bf16::pack_a(
+                    kern,
+                    a,
+                    rows,
+                    p0,
+                    kc,
+                    bf16::as_bits_mut(dst),
+                    &mut s.dec.pairs,
+                )
+            }),
+        }
+        Ok(())
+    };
+    pool.run(jobs.len(), job)
 }
 
 /// Runs the microkernel of `path` on one tile of `d` packed steps (pair panels are the same
