@@ -16,7 +16,10 @@ at m=256 over the model's linear shapes, the best of 2 threads, in the PyTorch p
 
 PyTorch reads the same GGUF through transformers (dequantized to f32), as the parity fixtures do.
 
-Usage: .venv/bin/python scripts/bench/train_w.py [--steps 10] [--targets qkvo|all-linear]
+`--compute bf16` runs PyTorch under `torch.autocast("cpu", dtype=torch.bfloat16)` (its best CPU
+configuration) and `edgetune train --compute bf16`; the ceiling is then torch's bf16 matmul.
+
+Usage: .venv/bin/python scripts/bench/train_w.py [--steps 10] [--targets qkvo|all-linear] [--compute f32|bf16]
        [--edgetune target/release/edgetune] [--model models/SmolLM2-135M-Instruct.Q4_1.gguf]
        [--only torch|edgetune] [--json OUT.json]
 Needs torch, transformers and peft (scripts/setup-python.sh --reference).
@@ -118,9 +121,10 @@ def torch_side(args):
     # GEMM ceiling: best torch.matmul GFLOP/s at m=256 over the model's linear shapes.
     cfg = model_config(str(model_path))
     d, ff, kv = cfg["d"], cfg["ff"], cfg["kv_dim"]
+    dtype = torch.bfloat16 if args.compute == "bf16" else torch.float32
     best = 0.0
     for n, k in [(d, d), (kv, d), (ff, d), (d, ff)]:
-        a, b = torch.randn(SEQ, k), torch.randn(k, n)
+        a, b = torch.randn(SEQ, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
         for _ in range(3):
             a @ b
         reps = 20
@@ -139,7 +143,8 @@ def torch_side(args):
     for i in range(args.steps + 2):
         ids = torch.tensor([rows[i % len(rows)]])
         t = time.perf_counter()
-        loss = model(input_ids=ids, labels=ids).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.compute == "bf16"):
+            loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -164,6 +169,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--targets", choices=sorted(TARGETS), default="qkvo")
+    ap.add_argument("--compute", choices=["f32", "bf16"], default="f32")
     ap.add_argument("--model", default=str(root / "models/SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--edgetune", default=str(root / "target/release/edgetune"))
     ap.add_argument("--only", choices=["torch", "edgetune"])
@@ -176,7 +182,8 @@ def main():
 
     cfg = model_config(args.model)
     flops = flops_per_token(cfg, TARGETS[args.targets], 8)
-    results = {"workload": {"model": args.model, "targets": args.targets, "seq": SEQ, "threads": THREADS,
+    results = {"workload": {"model": args.model, "targets": args.targets, "compute": args.compute,
+                            "seq": SEQ, "threads": THREADS,
                             "steps": args.steps, "gflop_per_token": flops / 1e9}}
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "w.jsonl")
@@ -184,7 +191,8 @@ def main():
         ceiling = None
         if args.only != "edgetune":
             out, rss, anon = run_measured([sys.executable, __file__, "--child", "--data", data, "--model",
-                                           args.model, "--targets", args.targets, "--steps", str(args.steps)])
+                                           args.model, "--targets", args.targets, "--steps", str(args.steps),
+                                           "--compute", args.compute])
             r = json.loads(out.strip().splitlines()[-1])
             ceiling = r["ceiling_gflops"]
             results["torch_peft"] = {"tokens_per_s": SEQ / r["step_s"], "peak_rss": rss, "peak_rss_anon": anon,
@@ -195,7 +203,7 @@ def main():
             _, rss, anon = run_measured([args.edgetune, "train", args.model, "--data", data, "-o", out_dir,
                                          "--steps", str(args.steps + 2), "--seq-len", str(SEQ), "--rank", "8",
                                          "--alpha", "16", "--targets", targets, "--threads", str(THREADS),
-                                         "--no-shuffle", "--lr-schedule", "constant"])
+                                         "--no-shuffle", "--lr-schedule", "constant", "--compute", args.compute])
             steps = [json.loads(l) for l in open(os.path.join(out_dir, "metrics.jsonl"))]
             tps = statistics.median(m["tokens_per_sec"] for m in steps[2:])
             results["edgetune"] = {"tokens_per_s": tps, "peak_rss": rss, "peak_rss_anon": anon}

@@ -130,28 +130,19 @@ fn run(
         // Pass 1: the log-sum-exp of every row, one vocabulary tile at a time (online: a running
         // max and a sum of exponentials rescaled when the max grows), and the target's logit.
         let mut stats: Vec<Mutex<RowStats>> = (0..c).map(|_| Mutex::new(RowStats::new())).collect();
-        for v0 in (0..n_vocab).step_by(tile) {
-            let tv = tile.min(n_vocab - v0);
-            tile_logits(
-                head,
-                &x[..c * d],
-                v0,
-                &mut w[..tv * d],
-                &mut logits[..c * tv],
-                c,
-            )?;
-            let rows_in: Vec<Mutex<&mut [f32]>> = logits[..c * tv]
-                .chunks_exact_mut(tv)
-                .map(Mutex::new)
-                .collect();
-            head.backend.parallel_for(c, &|i| {
-                let mut row = lock(&rows_in[i])?;
+        walk_tiles(
+            head,
+            &x[..c * d],
+            &mut w,
+            &mut logits,
+            &|v0, i, row| {
                 let t = targets[chunk[i]] as usize;
-                let target = (v0..v0 + tv).contains(&t).then(|| row[t - v0]);
-                lock(&stats[i])?.add(&mut row, target);
+                let target = (v0..v0 + row.len()).contains(&t).then(|| row[t - v0]);
+                lock(&stats[i])?.add(row, target);
                 Ok(())
-            })?;
-        }
+            },
+            &mut |_, _, _| Ok(()),
+        )?;
         let lse: Vec<(f32, f32)> = stats
             .iter_mut()
             .map(|m| m.get_mut().map_or((f32::NAN, f32::NAN), |s| s.finish()))
@@ -166,36 +157,26 @@ fn run(
         if let (Mode::Backward { dhidden, .. }, Some(dlosses)) = (&mut mode, dlosses) {
             let dxc = &mut dx[..c * d];
             dxc.fill(0.0);
-            for v0 in (0..n_vocab).step_by(tile) {
-                let tv = tile.min(n_vocab - v0);
-                tile_logits(
-                    head,
-                    &x[..c * d],
-                    v0,
-                    &mut w[..tv * d],
-                    &mut logits[..c * tv],
-                    c,
-                )?;
-                let rows_out: Vec<Mutex<&mut [f32]>> = logits[..c * tv]
-                    .chunks_exact_mut(tv)
-                    .map(Mutex::new)
-                    .collect();
-                head.backend.parallel_for(c, &|i| {
-                    let mut row = lock(&rows_out[i])?;
+            walk_tiles(
+                head,
+                &x[..c * d],
+                &mut w,
+                &mut logits,
+                &|v0, i, row| {
                     let r = chunk[i];
-                    let g = dlosses[r];
-                    let lse = lse[i].0;
+                    let (g, lse) = (dlosses[r], lse[i].0);
                     row.iter_mut().for_each(|v| *v = vexp::exp(*v - lse) * g);
                     let t = targets[r] as usize;
-                    if (v0..v0 + tv).contains(&t) {
+                    if (v0..v0 + row.len()).contains(&t) {
                         row[t - v0] -= g;
                     }
                     Ok(())
-                })?;
-                drop(rows_out);
-                head.backend
-                    .gemm_nn(&logits[..c * tv], &w[..tv * d], dxc, c, d, tv, 1.0);
-            }
+                },
+                &mut |tv, dlogits, wt| {
+                    head.backend.gemm_nn(dlogits, wt, dxc, c, d, tv, 1.0);
+                    Ok(())
+                },
+            )?;
             for (g, &r) in dxc.chunks_exact(d).zip(chunk) {
                 for (a, &b) in dhidden[r * d..(r + 1) * d].iter_mut().zip(g) {
                     *a += b;
@@ -209,6 +190,37 @@ fn run(
 /// Vocabulary rows per tile: the weight tile `[VOCAB_TILE, d]` is decoded once per pass over a
 /// chunk of rows, and the logits buffer is `[chunk_rows, VOCAB_TILE]`.
 pub const VOCAB_TILE: usize = 1024;
+
+/// Per-row work on one tile's logits: `(v0, row index, the row's logits of the tile)`.
+type RowFn<'a> = dyn Fn(usize, usize, &mut [f32]) -> Result<()> + Sync + 'a;
+
+/// For each vocabulary tile: its logits for the `c` rows of `x` (`tile_logits`), `per_row` on
+/// every row (on the backend's threads), then `after(tv, logits, decoded weight tile)`.
+fn walk_tiles(
+    head: &LmHead,
+    x: &[f32],
+    w: &mut [f32],
+    logits: &mut [f32],
+    per_row: &RowFn,
+    after: &mut dyn FnMut(usize, &[f32], &[f32]) -> Result<()>,
+) -> Result<()> {
+    let (d, n_vocab) = (head.weight.n_in, head.weight.n_out);
+    let c = x.len() / d;
+    let tile = w.len() / d;
+    for v0 in (0..n_vocab).step_by(tile) {
+        let tv = tile.min(n_vocab - v0);
+        tile_logits(head, x, v0, &mut w[..tv * d], &mut logits[..c * tv], c)?;
+        let rows: Vec<Mutex<&mut [f32]>> = logits[..c * tv]
+            .chunks_exact_mut(tv)
+            .map(Mutex::new)
+            .collect();
+        head.backend
+            .parallel_for(c, &|i| per_row(v0, i, &mut lock(&rows[i])?))?;
+        drop(rows);
+        after(tv, &logits[..c * tv], &w[..tv * d])?;
+    }
+    Ok(())
+}
 
 /// `logits[c, tv] = x[c, d] · W[v0..v0 + tv]ᵀ`, decoding the weight rows into `w`.
 fn tile_logits(
