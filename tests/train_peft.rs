@@ -15,6 +15,7 @@ use edgetune::train::model::{model_dims, LlamaObjective};
 use edgetune::train::{read_metrics, train, TrainOptions};
 use serde_json::Value;
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 fn root() -> PathBuf {
@@ -35,6 +36,53 @@ fn params(a: &AnyAdapter) -> Vec<(String, Vec<f32>)> {
         .iter()
         .map(|p| (p.name().to_string(), p.data().to_vec()))
         .collect()
+}
+
+/// Trains `adapter` on tests/fixtures/train/sequences.jsonl (cut to 64 tokens, file order) with
+/// the settings of a reference run (`*_run.json`), writing to `out`; returns the options used.
+fn train_as_in(
+    run: &Value,
+    model: &Llama,
+    tok: &Tokenizer,
+    adapter: &mut AnyAdapter,
+    out: &std::path::Path,
+    mode: ActivationMode,
+) -> TrainOptions {
+    let opts = DataOptions {
+        seq_len: 64,
+        shuffle: false,
+        ..DataOptions::default()
+    };
+    let prepared = data::load(&fixtures().join("sequences.jsonl"), tok, None, &opts).unwrap();
+    let batcher = Batcher::new(
+        prepared.train,
+        BatchOptions {
+            batch_size: run["batch_size"].as_u64().unwrap() as usize,
+            shuffle: false,
+            seed: 42,
+            pad_id: data::pad_id(tok),
+        },
+    )
+    .unwrap();
+    let mut o = TrainOptions::new(run["steps"].as_u64().unwrap(), out);
+    o.grad_accum = run["grad_accum"].as_u64().unwrap() as usize;
+    o.lr = run["lr"].as_f64().unwrap();
+    o.weight_decay = run["weight_decay"].as_f64().unwrap();
+    o.schedule = run["lr_schedule"].as_str().unwrap().parse().unwrap();
+    o.warmup_steps = run["warmup_steps"].as_u64().unwrap();
+    o.max_grad_norm = run["max_grad_norm"].as_f64().unwrap();
+    let mut objective = LlamaObjective { model, mode };
+    train(
+        &mut objective,
+        &mut BatcherSource(batcher),
+        adapter,
+        &[],
+        &o,
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    o
 }
 
 macro_rules! peft_parity {
@@ -65,47 +113,15 @@ fn training_matches_peft(name: &str) {
     let init = load_peft_dir(&fixtures().join(format!("{name}_init")), &dims).unwrap();
     let mut adapter = load_peft_dir(&fixtures().join(format!("{name}_init")), &dims).unwrap();
     let peft_final = load_peft_dir(&fixtures().join(format!("{name}_final")), &dims).unwrap();
-
-    let opts = DataOptions {
-        seq_len: 64,
-        shuffle: false,
-        ..DataOptions::default()
-    };
-    let prepared = data::load(&fixtures().join("sequences.jsonl"), &tok, None, &opts).unwrap();
-    let batch_size = run["batch_size"].as_u64().unwrap() as usize;
-    let batcher = Batcher::new(
-        prepared.train,
-        BatchOptions {
-            batch_size,
-            shuffle: false,
-            seed: 42,
-            pad_id: data::pad_id(&tok),
-        },
-    )
-    .unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let mut o = TrainOptions::new(run["steps"].as_u64().unwrap(), tmp.path());
-    o.grad_accum = run["grad_accum"].as_u64().unwrap() as usize;
-    o.lr = run["lr"].as_f64().unwrap();
-    o.weight_decay = run["weight_decay"].as_f64().unwrap();
-    o.schedule = run["lr_schedule"].as_str().unwrap().parse().unwrap();
-    o.warmup_steps = run["warmup_steps"].as_u64().unwrap();
-    o.max_grad_norm = run["max_grad_norm"].as_f64().unwrap();
-    let mut objective = LlamaObjective {
-        model: &model,
-        mode: ActivationMode::Full,
-    };
-    train(
-        &mut objective,
-        &mut BatcherSource(batcher),
+    let o = train_as_in(
+        &run,
+        &model,
+        &tok,
         &mut adapter,
-        &[],
-        &o,
-        None,
-        &mut |_| {},
-    )
-    .unwrap();
-
+        tmp.path(),
+        ActivationMode::Full,
+    );
     let ours = read_metrics(&tmp.path().join("metrics.jsonl")).unwrap();
     let theirs = run["steps_log"].as_array().unwrap();
     assert_eq!(ours.len(), theirs.len());
@@ -168,4 +184,98 @@ fn training_matches_peft(name: &str) {
     // The written adapter is the trained one.
     let written = load_peft_dir(tmp.path(), &dims).unwrap();
     assert_eq!(params(&written), params(&adapter));
+}
+
+/// Does QLoRA training match PEFT + bitsandbytes? SmolLM2-135M quantized to NF4 (double quant) by
+/// `edgetune quantize`, trained with the LoRA adapter and sequences of tests/fixtures/train, 6
+/// steps (batch 2 x accumulation 2, AdamW with decay, cosine warmup, clipping), against a
+/// transformers model whose block linears are bitsandbytes `Linear4bit` NF4 on the CPU.
+/// Fixture: scripts/reference/make_qlora_fixtures.py -> tests/fixtures/train/qlora_run.json.
+
+#[test]
+fn qlora_training_on_nf4_matches_peft_with_bitsandbytes() {
+    let fixtures = root().join("tests/fixtures/train");
+    let run: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("qlora_run.json")).unwrap())
+            .unwrap();
+    // bitsandbytes' codes and dequantized weights equal ours for every weight (the fixture
+    // script compared them with the file `edgetune quantize` writes, q/k in GGUF row order).
+    assert_eq!(run["qk_order"], "gguf");
+    let check = &run["nf4_vs_edgetune"];
+    assert_eq!(check["codes_equal"], check["weights"], "{check}");
+    assert_eq!(check["dequant_equal"], check["weights"], "{check}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let nf4 = tmp.path().join("smollm2-nf4.gguf");
+    let q4 = root().join("models").join(run["model"].as_str().unwrap());
+    let st = Command::new(env!("CARGO_BIN_EXE_edgetune"))
+        .args([
+            "quantize",
+            q4.to_str().unwrap(),
+            "-o",
+            nf4.to_str().unwrap(),
+        ])
+        .args(["--type", "nf4"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+
+    let file = GgufFile::open(&nf4).unwrap();
+    let model = Llama::new(&file, Arc::new(CpuBackend::new(2).unwrap())).unwrap();
+    let dims = model_dims(&model.config);
+    let tok = Tokenizer::from_gguf(file.header()).unwrap();
+    let mut adapter = load_peft_dir(&fixtures.join("lora_init"), &dims).unwrap();
+    let out = tmp.path().join("out");
+    // Checkpointing on: QLoRA's usual setting, and it must not change the result.
+    train_as_in(
+        &run,
+        &model,
+        &tok,
+        &mut adapter,
+        &out,
+        ActivationMode::Checkpoint,
+    );
+
+    let ours = read_metrics(&out.join("metrics.jsonl")).unwrap();
+    let theirs = run["steps_log"].as_array().unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    let mut worst = 0f64;
+    for (m, t) in ours.iter().zip(theirs) {
+        let loss = t["loss"].as_f64().unwrap();
+        let rel = (m.loss - loss).abs() / loss.abs();
+        worst = worst.max(rel);
+        assert!(
+            rel <= 1e-3,
+            "step {}: loss {} vs PEFT+bitsandbytes {loss} (rel {rel:.2e})",
+            m.step,
+            m.loss
+        );
+    }
+    let norm = adapter
+        .as_adapter()
+        .params()
+        .iter()
+        .flat_map(|p| p.data().iter().map(|&v| (v as f64) * (v as f64)))
+        .sum::<f64>()
+        .sqrt();
+    let theirs_norm = run["adapter_norm"].as_f64().unwrap();
+    eprintln!(
+        "QLoRA: worst loss rel diff {worst:.2e}; adapter norm {norm} vs {theirs_norm} (rel {:.2e})",
+        (norm - theirs_norm).abs() / theirs_norm
+    );
+    assert!((norm - theirs_norm).abs() <= 1e-3 * theirs_norm);
+
+    // For information: a QLoRA model quantized over HF rows (q/k scales grouped differently).
+    let hf: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures.join("qlora_hf_order_run.json")).unwrap(),
+    )
+    .unwrap();
+    let worst_hf = ours
+        .iter()
+        .zip(hf["steps_log"].as_array().unwrap())
+        .map(|(m, t)| (m.loss / t["loss"].as_f64().unwrap() - 1.0).abs())
+        .fold(0f64, f64::max);
+    eprintln!("QLoRA over HF-order q/k scales: worst loss rel diff {worst_hf:.2e} (not bounded)");
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""QLoRA reference run for tests/train_qlora.rs: transformers + PEFT LoRA over bitsandbytes NF4.
+"""QLoRA reference run for tests/train_peft.rs (qlora_training_on_nf4_matches_peft_with_bitsandbytes): transformers + PEFT LoRA over bitsandbytes NF4.
 
 The base is SmolLM2-135M-Instruct read from its Q4_1 GGUF by transformers (float32, Q/K rows
 un-permuted), as in make_train_fixtures.py, with every linear layer of every block (q, k, v, o,
@@ -14,7 +14,7 @@ attn_q/attn_k rows in RoPE-permuted order, and NF4 double quantization groups 25
 scales, so quantizing the HF row order (what a transformers QLoRA user gets) puts different blocks
 in a group there: the 4-bit codes agree but the nested 8-bit scales round differently. Hence two
 runs (`--qk-order`):
-  gguf (default, qlora_run.json, what tests/train_qlora.rs bounds): q/k are Linear4bit quantized in
+  gguf (default, qlora_run.json, what tests/train_peft.rs (qlora_training_on_nf4_matches_peft_with_bitsandbytes) bounds): q/k are Linear4bit quantized in
        the GGUF row order, their outputs put back in HF order (RowPermutedLinear4bit), so the base
        weights are exactly those of edgetune's file;
   hf   (qlora_hf_order_run.json, reported only): plain Linear4bit on HF rows.

@@ -194,6 +194,9 @@ pub const VOCAB_TILE: usize = 1024;
 /// Per-row work on one tile's logits: `(v0, row index, the row's logits of the tile)`.
 type RowFn<'a> = dyn Fn(usize, usize, &mut [f32]) -> Result<()> + Sync + 'a;
 
+/// Work after a tile: `(tile rows, the tile's logits [c, tile], its decoded weight [tile, d])`.
+type TileFn<'a> = dyn FnMut(usize, &[f32], &[f32]) -> Result<()> + 'a;
+
 /// For each vocabulary tile: its logits for the `c` rows of `x` (`tile_logits`), `per_row` on
 /// every row (on the backend's threads), then `after(tv, logits, decoded weight tile)`.
 fn walk_tiles(
@@ -202,7 +205,7 @@ fn walk_tiles(
     w: &mut [f32],
     logits: &mut [f32],
     per_row: &RowFn,
-    after: &mut dyn FnMut(usize, &[f32], &[f32]) -> Result<()>,
+    after: &mut TileFn,
 ) -> Result<()> {
     let (d, n_vocab) = (head.weight.n_in, head.weight.n_out);
     let c = x.len() / d;
