@@ -454,7 +454,9 @@ fn main() {
         benches();
         Criterion::default().configure_from_args().final_summary();
     }
-    if !args.iter().any(|a| a == "--test" || a == "--list") {
+    // `cargo bench` passes --bench; `cargo test` passes nothing (criterion's test mode: each
+    // bench once) and gets no summary.
+    if args.iter().any(|a| a == "--bench" || a == "summary") {
         summary();
     }
 }

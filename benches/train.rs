@@ -144,12 +144,14 @@ criterion_group!(benches, bench_train);
 
 fn main() {
     let summary_only = std::env::args().any(|a| a == "summary");
-    let test_mode = std::env::args().any(|a| a == "--test" || a == "--list");
+    // `cargo bench` passes --bench; `cargo test` passes nothing (criterion's test mode: each
+    // bench once) and gets no summary.
+    let benching = std::env::args().any(|a| a == "--bench");
     if !summary_only {
         benches();
         Criterion::default().configure_from_args().final_summary();
     }
-    if !test_mode {
+    if benching || summary_only {
         summary();
     }
 }
