@@ -20,7 +20,7 @@ use super::ops::embedding::embedding_forward;
 use super::ops::residual::add_inplace;
 use super::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 use super::ops::rope::{rope_backward, rope_forward, RopeTable};
-use super::ops::swiglu::{swiglu_backward, swiglu_forward};
+use super::ops::swiglu::{swiglu_backward_on, swiglu_forward_on};
 use super::pass::{BackwardOutput, Forward, LossStats};
 use super::weights::{LayerWeights, ModelWeights};
 use super::PrefixKv;
@@ -386,7 +386,7 @@ impl<'w> Llama<'w> {
         )?;
         run(hook, LinearKind::Gate, a.ln2, a.gate)?;
         run(hook, LinearKind::Up, a.ln2, a.up)?;
-        swiglu_forward(a.h, a.gate, a.up)?;
+        swiglu_forward_on(&*self.backend, a.h, a.gate, a.up)?;
         run(hook, LinearKind::Down, a.h, buf.scratch)?;
         buf.x_out.copy_from_slice(a.x_mid);
         add_inplace(buf.x_out, buf.scratch)
@@ -439,7 +439,14 @@ impl<'w> Llama<'w> {
         back(hook, LinearKind::Down, a.h, dres, &mut g.dh)?;
         g.dgate.fill(0.0);
         g.dup.fill(0.0);
-        swiglu_backward(&mut g.dgate, &mut g.dup, &g.dh, a.gate, a.up)?;
+        swiglu_backward_on(
+            &*self.backend,
+            &mut g.dgate,
+            &mut g.dup,
+            &g.dh,
+            a.gate,
+            a.up,
+        )?;
         g.dln.fill(0.0);
         back(hook, LinearKind::Gate, a.ln2, &g.dgate, &mut g.dln)?;
         back(hook, LinearKind::Up, a.ln2, &g.dup, &mut g.dln)?;
