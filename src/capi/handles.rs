@@ -83,6 +83,14 @@ pub(crate) fn remove<H>(handle: *const H, want: &'static str) -> CResult<Object>
     })
 }
 
+/// `get` checks the kind; this only answers if that check and the match ever disagree.
+fn wrong_kind<H>(h: *const H) -> Failure {
+    Failure::new(
+        EdgetuneStatus::InvalidHandle,
+        format!("handle {h:p} is of another kind"),
+    )
+}
+
 pub(crate) const MODEL: &str = "a model";
 pub(crate) const SESSION: &str = "a session";
 pub(crate) const INFERENCE: &str = "an inference context";
@@ -90,20 +98,20 @@ pub(crate) const INFERENCE: &str = "an inference context";
 pub(crate) fn model<H>(h: *const H) -> CResult<Arc<ModelObj>> {
     match get(h, MODEL)? {
         Object::Model(m) => Ok(m),
-        _ => unreachable!("kind checked by get"),
+        _ => Err(wrong_kind(h)),
     }
 }
 
 pub(crate) fn session<H>(h: *const H) -> CResult<Arc<SessionObj>> {
     match get(h, SESSION)? {
         Object::Session(s) => Ok(s),
-        _ => unreachable!("kind checked by get"),
+        _ => Err(wrong_kind(h)),
     }
 }
 
 pub(crate) fn inference<H>(h: *const H) -> CResult<Arc<InferenceObj>> {
     match get(h, INFERENCE)? {
         Object::Inference(i) => Ok(i),
-        _ => unreachable!("kind checked by get"),
+        _ => Err(wrong_kind(h)),
     }
 }

@@ -83,9 +83,8 @@ impl SessionObj {
                     ));
                 }
                 let placeholder = State::Failed("training setup did not complete".into());
-                let setup = match std::mem::replace(state, placeholder) {
-                    State::Setup(s) => s,
-                    _ => unreachable!("matched above"),
+                let State::Setup(setup) = std::mem::replace(state, placeholder) else {
+                    return Err(Failure::state("the session left setup concurrently"));
                 };
                 *state = match start(model, *setup) {
                     Ok(r) => State::Running(Box::new(r)),
@@ -101,7 +100,7 @@ impl SessionObj {
                 State::Failed(msg) => Err(Failure::state(format!(
                     "the session could not start and cannot be used: {msg}"
                 ))),
-                State::Setup(_) => unreachable!("started above"),
+                State::Setup(_) => Err(Failure::state("the session has not started")),
             }
         })
     }

@@ -157,14 +157,10 @@ fn setup<'w>(
         bytes: 0,
         measured: false,
     });
-    let from_dir = match (&cfg.resume, &cfg.adapter) {
-        (Some(dir), _) | (None, AdapterInit::Dir(dir)) => Some(dir),
-        _ => None,
-    };
-    let mut adapter = match (from_dir, &cfg.adapter) {
-        (Some(dir), _) => load_peft_dir(dir, &dims)?,
+    // A checkpoint's adapter (resume) wins over the configured one.
+    let mut adapter = match (&cfg.resume, &cfg.adapter) {
+        (Some(dir), _) | (None, AdapterInit::Dir(dir)) => load_peft_dir(dir, &dims)?,
         (None, AdapterInit::New(spec)) => new_adapter(&dims, spec, cfg.train.seed)?,
-        (None, AdapterInit::Dir(_)) => unreachable!("handled by from_dir"),
     };
     match &mut adapter {
         AnyAdapter::Lora(l) => {
