@@ -347,6 +347,36 @@ unsafe fn micro(
     }
 }
 
+/// Runs `path`'s kernel for rows `0..rows` of a tile straight into C when the level has one
+/// (returns false otherwise).
+///
+/// # Safety
+/// As `micro`, with `c` valid for rows `0..rows`.
+#[allow(clippy::too_many_arguments)] // the microkernel's arguments plus the row count
+#[inline]
+unsafe fn micro_rows(
+    path: Path,
+    kern: &Kernels,
+    rows: usize,
+    d: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    beta: f32,
+) -> bool {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match path {
+            Path::Pairs(bk) => {
+                bk.micro_rows(rows, d, a.cast(), b.cast(), c, ldc, beta);
+                true
+            }
+            Path::F32 | Path::Rounded => kern.micro_rows(rows, d, a, b, c, ldc, beta),
+        }
+    }
+}
+
 fn run_task(
     kern: &Kernels,
     g: &Gemm,
@@ -394,6 +424,23 @@ fn run_task(
                         unsafe {
                             micro(path, kern, d, a_panel, b_panel, c.ptr().add(off), ldc, beta)
                         };
+                    } else if cols == nr
+                        // SAFETY: panels as above; rows `ir..ir + rows` of the full-width tile at
+                        // `off` lie inside C and this task's rectangle.
+                        && unsafe {
+                            micro_rows(
+                                path,
+                                kern,
+                                rows,
+                                d,
+                                a_panel,
+                                b_panel,
+                                c.ptr().add(off),
+                                ldc,
+                                beta,
+                            )
+                        }
+                    {
                     } else {
                         // SAFETY: panels as above; `tile` holds `mr·nr <= MAX_TILE` floats.
                         unsafe {

@@ -3,12 +3,13 @@
 //! storage that dequantize L2-sized tiles of the weight into per-thread scratch on the way into
 //! the GEMM, never a full copy of the weight (DESIGN.md decisions 2, 3, 9).
 //!
-//! Threads come from one rayon pool per backend whose size the caller sets. Every output element
+//! Threads come from one `pool::Pool` per backend (the caller plus `threads − 1` workers that spin
+//! briefly between calls, see `pool.rs`) whose size the caller sets. Every output element
 //! is computed by one thread with a fixed summation order, so results are deterministic; for the
 //! GEMMs they do not even depend on the thread count (see `gemm.rs`).
 //!
 //! Files: `kernels/` (microkernels, dot, axpy per level), `pack.rs` (panel layouts), `gemm.rs`
-//! (blocking and threading), `weight.rs` (decoding ranges of weight rows), `linear.rs` (linear
+//! (blocking and threading), `pool.rs` (the threads), `weight.rs` (decoding ranges of weight rows), `linear.rs` (linear
 //! forward/backward and the matrix-vector path), `bf16.rs` (bf16 compute: rounding and pair
 //! packing).
 //!
@@ -24,6 +25,7 @@ mod gemm;
 mod kernels;
 mod linear;
 mod pack;
+mod pool;
 mod weight;
 
 pub use bf16::round_bf16;
@@ -34,7 +36,7 @@ use crate::error::{Error, Result};
 use gemm::Path;
 use kernels::{Bf16Kernel, Kernels};
 use pack::Dense;
-use rayon::prelude::*;
+pub(crate) use pool::Pool;
 
 /// Which operands of `C = beta·C + op(A)·op(B)` are stored transposed (see the `Backend` GEMMs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,49 +47,6 @@ pub enum GemmOp {
     Nn,
     /// `a[k, m]`, `b[k, n]`: `C = Aᵀ·B`.
     Tn,
-}
-
-/// A fixed set of worker threads (none when the backend runs on the caller's thread).
-pub(crate) struct Pool {
-    threads: usize,
-    pool: Option<rayon::ThreadPool>,
-}
-
-impl Pool {
-    fn new(threads: usize) -> Result<Pool> {
-        if threads == 0 {
-            return Err(Error::InvalidArgument(
-                "CPU backend: threads must be at least 1, got 0".into(),
-            ));
-        }
-        let pool = if threads == 1 {
-            None
-        } else {
-            let p = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .thread_name(|i| format!("edgetune-cpu-{i}"))
-                .build()
-                .map_err(|e| {
-                    Error::InvalidArgument(format!(
-                        "CPU backend: cannot start {threads} threads: {e}"
-                    ))
-                })?;
-            Some(p)
-        };
-        Ok(Pool { threads, pool })
-    }
-
-    pub fn threads(&self) -> usize {
-        self.threads
-    }
-
-    /// Runs `f(0..n_tasks)`, spread over the pool; returns the first error.
-    pub fn run(&self, n_tasks: usize, f: impl Fn(usize) -> Result<()> + Sync) -> Result<()> {
-        match &self.pool {
-            Some(p) if n_tasks > 1 => p.install(|| (0..n_tasks).into_par_iter().try_for_each(&f)),
-            _ => (0..n_tasks).try_for_each(f),
-        }
-    }
 }
 
 /// The CPU implementation of `Backend`.

@@ -11,10 +11,64 @@ const LANES: usize = 16;
 /// See `super::MicroKernel`; the CPU must have AVX-512F.
 #[target_feature(enable = "avx512f,avx2,fma")]
 pub unsafe fn micro(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, beta: f32) {
-    // SAFETY: the caller guarantees `a` holds `kc·MR` and `b` `kc·NR` floats, and `c` spans `MR`
+    // SAFETY: forwarded (the full tile).
+    unsafe { tile::<MR>(kc, a, b, c, ldc, beta) }
+}
+
+/// The first `rows` rows (`1..MR`) of the tile `micro` computes, bit for bit: the last, partial
+/// row panel of A (its packed panel keeps the `MR` stride) without computing padding rows.
+///
+/// # Safety
+/// See `super::RowsKernel`; the CPU must have AVX-512F.
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub unsafe fn micro_rows(
+    rows: usize,
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    beta: f32,
+) {
+    // SAFETY: forwarded; `tile::<R>` touches rows `0..R` of C with `R == rows`.
+    unsafe {
+        match rows {
+            1 => tile::<1>(kc, a, b, c, ldc, beta),
+            2 => tile::<2>(kc, a, b, c, ldc, beta),
+            3 => tile::<3>(kc, a, b, c, ldc, beta),
+            4 => tile::<4>(kc, a, b, c, ldc, beta),
+            5 => tile::<5>(kc, a, b, c, ldc, beta),
+            6 => tile::<6>(kc, a, b, c, ldc, beta),
+            7 => tile::<7>(kc, a, b, c, ldc, beta),
+            8 => tile::<8>(kc, a, b, c, ldc, beta),
+            9 => tile::<9>(kc, a, b, c, ldc, beta),
+            10 => tile::<10>(kc, a, b, c, ldc, beta),
+            11 => tile::<11>(kc, a, b, c, ldc, beta),
+            12 => tile::<12>(kc, a, b, c, ldc, beta),
+            13 => tile::<13>(kc, a, b, c, ldc, beta),
+            _ => tile::<MR>(kc, a, b, c, ldc, beta),
+        }
+    }
+}
+
+/// Rows `0..R` of the `MR x NR` tile (A panel stride `MR`).
+///
+/// # Safety
+/// As `micro`, with C valid for rows `0..R`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn tile<const R: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    beta: f32,
+) {
+    // SAFETY: the caller guarantees `a` holds `kc·MR` and `b` `kc·NR` floats, and `c` spans `R`
     // rows of stride `ldc` with `NR` columns; every access below stays inside those ranges.
     unsafe {
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
         let (mut a, mut b) = (a, b);
         for _ in 0..kc {
             let b0 = _mm512_loadu_ps(b);
@@ -34,11 +88,16 @@ pub unsafe fn micro(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: u
 /// Merges the accumulators of one tile into C (`beta` as `super::merge`).
 ///
 /// # Safety
-/// `c` must be valid for reads and writes of rows `0..MR` (row stride `ldc`), columns `0..NR`;
+/// `c` must be valid for reads and writes of rows `0..R` (row stride `ldc`), columns `0..NR`;
 /// the CPU must have AVX-512F.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma")]
-pub(super) unsafe fn store(acc: &[[__m512; 2]; MR], c: *mut f32, ldc: usize, beta: f32) {
+pub(super) unsafe fn store<const R: usize>(
+    acc: &[[__m512; 2]; R],
+    c: *mut f32,
+    ldc: usize,
+    beta: f32,
+) {
     // SAFETY: every access is inside the tile the caller vouches for.
     unsafe {
         let vbeta = _mm512_set1_ps(beta);

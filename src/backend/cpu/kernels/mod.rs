@@ -31,6 +31,21 @@ use crate::cpu::{available_levels, SimdLevel};
 pub(crate) type MicroKernel =
     unsafe fn(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, beta: f32);
 
+/// Rows `0..rows` (`rows < MR`) of the tile a `MicroKernel` computes, bit for bit: the last
+/// row panel of A when `m` is not a multiple of `MR` (its packed panel keeps the `MR` stride).
+///
+/// # Safety
+/// As `MicroKernel`, with `c` valid for rows `0..rows` only.
+pub(crate) type RowsKernel = unsafe fn(
+    rows: usize,
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    beta: f32,
+);
+
 /// The kernels of one SIMD level. Only `Kernels::for_level` makes one, and only for a level the
 /// CPU runs, so its function pointers are safe to call on this machine.
 pub(crate) struct Kernels {
@@ -40,6 +55,8 @@ pub(crate) struct Kernels {
     /// Columns of the register tile.
     pub nr: usize,
     micro: MicroKernel,
+    /// Partial row panels; `None`: they go through a full tile in scratch.
+    micro_rows: Option<RowsKernel>,
     dot: unsafe fn(&[f32], &[f32]) -> f32,
     axpy: unsafe fn(f32, &[f32], &mut [f32]),
     transpose: unsafe fn(&[f32], usize, usize, usize, &mut [f32], usize),
@@ -59,6 +76,7 @@ static SCALAR: Kernels = Kernels {
     mr: scalar::MR,
     nr: scalar::NR,
     micro: scalar::micro,
+    micro_rows: None,
     dot: scalar::dot_unsafe,
     axpy: scalar::axpy_unsafe,
     transpose: scalar::transpose_unsafe,
@@ -70,6 +88,7 @@ static AVX2: Kernels = Kernels {
     mr: avx2::MR,
     nr: avx2::NR,
     micro: avx2::micro,
+    micro_rows: None,
     dot: avx2::dot,
     axpy: avx2::axpy,
     transpose: transpose_x86::transpose,
@@ -81,6 +100,7 @@ static AVX512: Kernels = Kernels {
     mr: avx512::MR,
     nr: avx512::NR,
     micro: avx512::micro,
+    micro_rows: Some(avx512::micro_rows),
     dot: avx512::dot,
     axpy: avx512::axpy,
     transpose: transpose_x86::transpose,
@@ -92,6 +112,7 @@ static NEON: Kernels = Kernels {
     mr: neon::MR,
     nr: neon::NR,
     micro: neon::micro,
+    micro_rows: None,
     dot: neon::dot,
     axpy: neon::axpy,
     transpose: neon::transpose,
@@ -118,6 +139,33 @@ impl Kernels {
 
     pub fn level(&self) -> SimdLevel {
         self.level
+    }
+
+    /// Runs the microkernel on rows `0..rows` of a tile, straight into C, if this level has a
+    /// kernel for partial row panels (returns false otherwise, and does nothing).
+    ///
+    /// # Safety
+    /// As `RowsKernel`, minus the CPU-feature condition (guaranteed by construction).
+    #[allow(clippy::too_many_arguments)] // the microkernel's arguments plus the row count
+    #[inline]
+    pub unsafe fn micro_rows(
+        &self,
+        rows: usize,
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        beta: f32,
+    ) -> bool {
+        match self.micro_rows {
+            // SAFETY: the caller upholds the pointer conditions; `for_level` checked the features.
+            Some(k) => unsafe {
+                k(rows, kc, a, b, c, ldc, beta);
+                true
+            },
+            None => false,
+        }
     }
 
     /// Runs the microkernel on one full tile.
@@ -169,11 +217,14 @@ pub(crate) type PairKernel =
 /// `Bf16Kernel::for_level` makes one, and only when the CPU has its features.
 pub(crate) struct Bf16Kernel {
     micro: PairKernel,
+    /// Rows `0..rows` of the tile (`RowsKernel` on pairs).
+    micro_rows: unsafe fn(usize, usize, *const u32, *const u32, *mut f32, usize, f32),
 }
 
 #[cfg(target_arch = "x86_64")]
 static AVX512_BF16: Bf16Kernel = Bf16Kernel {
     micro: avx512_bf16::micro,
+    micro_rows: avx512_bf16::micro_rows,
 };
 
 impl Bf16Kernel {
@@ -206,6 +257,26 @@ impl Bf16Kernel {
     ) {
         // SAFETY: the caller upholds the pointer conditions; `for_level` checked the features.
         unsafe { (self.micro)(kc2, a, b, c, ldc, beta) }
+    }
+
+    /// Runs the pair microkernel on rows `0..rows` of a tile.
+    ///
+    /// # Safety
+    /// As `PairKernel` with `c` valid for rows `0..rows`, minus the CPU-feature condition.
+    #[allow(clippy::too_many_arguments)] // the microkernel's arguments plus the row count
+    #[inline]
+    pub unsafe fn micro_rows(
+        &self,
+        rows: usize,
+        kc2: usize,
+        a: *const u32,
+        b: *const u32,
+        c: *mut f32,
+        ldc: usize,
+        beta: f32,
+    ) {
+        // SAFETY: as `micro`.
+        unsafe { (self.micro_rows)(rows, kc2, a, b, c, ldc, beta) }
     }
 }
 
@@ -345,6 +416,101 @@ mod tests {
                         k.level()
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn row_kernels_equal_the_full_tile_bit_for_bit() {
+        for k in levels() {
+            let (mr, nr) = (k.mr, k.nr);
+            for kc in [0, 1, 5, 64] {
+                let a = data(kc * mr, 11);
+                let b = data(kc * nr, 12);
+                for beta in [0.0f32, 1.0, -0.5] {
+                    let ldc = nr + 3;
+                    let c0 = data(1 + mr * ldc, 13);
+                    let mut full = c0.clone();
+                    // SAFETY: `a`/`b` hold `kc·mr`/`kc·nr` floats; C has `mr` rows of `ldc >= nr`.
+                    unsafe {
+                        k.micro(
+                            kc,
+                            a.as_ptr(),
+                            b.as_ptr(),
+                            full[1..].as_mut_ptr(),
+                            ldc,
+                            beta,
+                        )
+                    };
+                    for rows in 1..mr {
+                        let mut c = c0.clone();
+                        // SAFETY: as above, rows `0..rows` only.
+                        let ran = unsafe {
+                            k.micro_rows(
+                                rows,
+                                kc,
+                                a.as_ptr(),
+                                b.as_ptr(),
+                                c[1..].as_mut_ptr(),
+                                ldc,
+                                beta,
+                            )
+                        };
+                        if !ran {
+                            break;
+                        }
+                        let split = 1 + rows * ldc;
+                        assert_eq!(
+                            c[..split],
+                            full[..split],
+                            "{:?} rows {rows} kc {kc}",
+                            k.level()
+                        );
+                        assert_eq!(
+                            c[split..],
+                            c0[split..],
+                            "{:?}: wrote below row {rows}",
+                            k.level()
+                        );
+                    }
+                }
+            }
+        }
+        let Some((bk, level)) = available_levels()
+            .iter()
+            .find_map(|&l| Bf16Kernel::for_level(l).map(|b| (b, l)))
+        else {
+            return;
+        };
+        let k = Kernels::for_level(level).unwrap();
+        let (mr, nr) = (k.mr, k.nr);
+        let bits = |v: Vec<f32>| -> Vec<u32> {
+            v.chunks_exact(2)
+                .map(|p| {
+                    super::super::bf16::bf16_bits(p[0]) | super::super::bf16::bf16_bits(p[1]) << 16
+                })
+                .collect()
+        };
+        for kc2 in [0, 3, 64] {
+            let a = bits(data(2 * kc2 * mr, 14));
+            let b = bits(data(2 * kc2 * nr, 15));
+            let ldc = nr + 1;
+            let c0 = data(mr * ldc, 16);
+            let mut full = c0.clone();
+            // SAFETY: `a`/`b` hold `kc2·mr`/`kc2·nr` pairs; C has `mr` rows of `ldc >= nr`.
+            unsafe { bk.micro(kc2, a.as_ptr(), b.as_ptr(), full.as_mut_ptr(), ldc, 1.0) };
+            for rows in 1..mr {
+                let mut c = c0.clone();
+                // SAFETY: as above, rows `0..rows` only.
+                unsafe {
+                    bk.micro_rows(rows, kc2, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc, 1.0)
+                };
+                assert_eq!(c[..rows * ldc], full[..rows * ldc], "bf16 rows {rows}");
+                assert_eq!(
+                    c[rows * ldc..],
+                    c0[rows * ldc..],
+                    "bf16 wrote below row {rows}"
+                );
             }
         }
     }
