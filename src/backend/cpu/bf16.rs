@@ -149,6 +149,14 @@ pub(crate) fn pack_runs_along_k(
     if rows < width {
         dst.fill(0);
     }
+    #[cfg(target_arch = "x86_64")]
+    if kern.level() == SimdLevel::Avx512
+        // SAFETY: the AVX-512 level implies AVX-512F/BW (`crate::cpu`); the slices are as long
+        // as this function's contract says, which is `pack_runs`'s.
+        && unsafe { super::bf16_x86::pack_runs(src, ld, rows, kc, dst, width) }
+    {
+        return;
+    }
     tmp.resize(rows * kc2, 0);
     for (r, out) in tmp.chunks_exact_mut(kc2).enumerate() {
         pairs_along(kern.level(), &src[r * ld..r * ld + kc], out);
@@ -156,12 +164,35 @@ pub(crate) fn pack_runs_along_k(
     kern.transpose_bits(tmp, kc2, rows, kc2, dst, width);
 }
 
-/// Scatters one step of pairs (`src`, one per column, `src.len() <= panels·width`) into step
-/// `p2` of consecutive panels of `width` lanes and `kc2` steps each.
-pub(crate) fn scatter_step(src: &[u32], p2: usize, kc2: usize, width: usize, dst: &mut [u32]) {
-    for (q, s) in src.chunks(width).enumerate() {
-        let at = q * kc2 * width + p2 * width;
-        dst[at..at + s.len()].copy_from_slice(s);
+per_level! {
+    /// One step of pairs straight into consecutive panels: `pair(lo[j], hi[j])` (`hi` missing:
+    /// zeros) goes to step `p2` of panel `j / width`, lane `j % width` (panels of `width` lanes
+    /// and `kc2` steps, `lo.len() <= panels·width`).
+    fn pairs_into_step(
+        lo: &[f32],
+        hi: Option<&[f32]>,
+        p2: usize,
+        kc2: usize,
+        width: usize,
+        dst: &mut [u32]
+    ) {
+        for (q, l) in lo.chunks(width).enumerate() {
+            let at = q * kc2 * width + p2 * width;
+            let d = &mut dst[at..at + l.len()];
+            match hi {
+                Some(hi) => {
+                    let h = &hi[q * width..q * width + l.len()];
+                    for ((d, &l), &h) in d.iter_mut().zip(l).zip(h) {
+                        *d = bf16_bits(l) | (bf16_bits(h) << 16);
+                    }
+                }
+                None => {
+                    for (d, &l) in d.iter_mut().zip(l) {
+                        *d = bf16_bits(l);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -246,15 +277,18 @@ pub(crate) fn pack_b(kern: &Kernels, b: Dense, blk: Block, dst: &mut [u32], tmp:
         if b.cs == 1 {
             let lo = &b.data[p * b.rs + j0..p * b.rs + j0 + nc];
             let hi = (2 * p2 + 1 < kc).then(|| &b.data[(p + 1) * b.rs + j0..][..nc]);
-            pairs_across(kern.level(), lo, hi, tmp);
-        } else {
-            for (j, t) in tmp.iter_mut().enumerate() {
-                let at = |p: usize| b.data[(j0 + j) * b.cs + p * b.rs];
-                let hi = if 2 * p2 + 1 < kc { at(p + 1) } else { 0.0 };
-                *t = bf16_bits(at(p)) | (bf16_bits(hi) << 16);
-            }
+            pairs_into_step(kern.level(), lo, hi, p2, kc2, nr, dst);
+            continue;
         }
-        scatter_step(tmp, p2, kc2, nr, dst);
+        for (j, t) in tmp.iter_mut().enumerate() {
+            let at = |p: usize| b.data[(j0 + j) * b.cs + p * b.rs];
+            let hi = if 2 * p2 + 1 < kc { at(p + 1) } else { 0.0 };
+            *t = bf16_bits(at(p)) | (bf16_bits(hi) << 16);
+        }
+        for (q, t) in tmp.chunks(nr).enumerate() {
+            let at = q * kc2 * nr + p2 * nr;
+            dst[at..at + t.len()].copy_from_slice(t);
+        }
     }
 }
 

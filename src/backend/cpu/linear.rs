@@ -240,8 +240,7 @@ impl PackB for BackwardB<'_> {
             if has_hi {
                 w.decode(p + 1, j0, hi, &mut dec.blocks)?;
             }
-            bf16::pairs_across(kern.level(), lo, has_hi.then_some(&*hi), &mut dec.pairs);
-            bf16::scatter_step(&dec.pairs, p2, kc2, nr, dst);
+            bf16::pairs_into_step(kern.level(), lo, has_hi.then_some(&*hi), p2, kc2, nr, dst);
         }
         Ok(())
     }

@@ -21,6 +21,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod bf16;
+#[cfg(target_arch = "x86_64")]
+mod bf16_x86;
 mod gemm;
 mod kernels;
 mod linear;

@@ -20,6 +20,8 @@ mod avx512_bf16;
 mod neon;
 #[cfg(target_arch = "x86_64")]
 mod transpose_x86;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use transpose_x86::transpose16;
 
 use crate::cpu::{available_levels, SimdLevel};
 
@@ -103,7 +105,7 @@ static AVX512: Kernels = Kernels {
     micro_rows: Some(avx512::micro_rows),
     dot: avx512::dot,
     axpy: avx512::axpy,
-    transpose: transpose_x86::transpose,
+    transpose: transpose_x86::transpose512,
 };
 
 #[cfg(target_arch = "aarch64")]

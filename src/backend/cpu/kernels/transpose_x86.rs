@@ -1,5 +1,5 @@
-//! Transposing copy for packing (x86, AVX): 8x8 blocks through registers. Shared by the AVX2 and
-//! AVX-512 levels (both imply AVX2).
+//! Transposing copy for packing (x86): 8x8 blocks through AVX registers (the AVX2 level), 16x16
+//! blocks through AVX-512 registers (the AVX-512 level).
 
 use std::arch::x86_64::*;
 
@@ -142,5 +142,89 @@ unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
             _mm256_permute2f128_ps::<0x31>(u2, u6),
             _mm256_permute2f128_ps::<0x31>(u3, u7),
         ]
+    }
+}
+
+/// Transposes 16 vectors of 16 32-bit lanes.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn transpose16(r: &mut [__m512i; 16]) {
+    let mut t = [_mm512_setzero_si512(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for i in 0..4 {
+        let (a, b, c, d) = (t[4 * i], t[4 * i + 1], t[4 * i + 2], t[4 * i + 3]);
+        r[4 * i] = _mm512_unpacklo_epi64(a, c);
+        r[4 * i + 1] = _mm512_unpackhi_epi64(a, c);
+        r[4 * i + 2] = _mm512_unpacklo_epi64(b, d);
+        r[4 * i + 3] = _mm512_unpackhi_epi64(b, d);
+    }
+    // Now r[4g + j] holds, in each 128-bit lane L, column 4L + j of rows 4g..4g+4.
+    for i in 0..4 {
+        let (a, b) = (r[i], r[i + 4]);
+        let (c, d) = (r[i + 8], r[i + 12]);
+        t[i] = _mm512_shuffle_i32x4::<0x44>(a, b);
+        t[i + 4] = _mm512_shuffle_i32x4::<0xee>(a, b);
+        t[i + 8] = _mm512_shuffle_i32x4::<0x44>(c, d);
+        t[i + 12] = _mm512_shuffle_i32x4::<0xee>(c, d);
+    }
+    for i in 0..4 {
+        let (a, b) = (t[i], t[i + 8]);
+        let (c, d) = (t[i + 4], t[i + 12]);
+        r[i] = _mm512_shuffle_i32x4::<0x88>(a, b);
+        r[i + 4] = _mm512_shuffle_i32x4::<0xdd>(a, b);
+        r[i + 8] = _mm512_shuffle_i32x4::<0x88>(c, d);
+        r[i + 12] = _mm512_shuffle_i32x4::<0xdd>(c, d);
+    }
+}
+
+/// `transpose` at the AVX-512 level: rows in groups of 16 (a last partial group with masked
+/// stores), `kc` in steps of 16 (the `kc % 16` tail one by one).
+///
+/// # Safety
+/// The CPU must have AVX-512F; slices as `transpose`.
+#[target_feature(enable = "avx512f,avx2")]
+pub unsafe fn transpose512(
+    src: &[f32],
+    ld: usize,
+    rows: usize,
+    kc: usize,
+    dst: &mut [f32],
+    width: usize,
+) {
+    if rows < 8 {
+        // SAFETY: same contract; AVX-512F implies AVX2.
+        return unsafe { transpose(src, ld, rows, kc, dst, width) };
+    }
+    let kc16 = kc / 16 * 16;
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    for g in (0..rows).step_by(16) {
+        let n = 16.min(rows - g);
+        let mask: __mmask16 = if n == 16 { !0 } else { (1 << n) - 1 };
+        for p in (0..kc16).step_by(16) {
+            // SAFETY: rows `g..g+n` exist, so the loads read `src[(g+r)·ld + p..+16]` with
+            // `p + 16 <= kc`, inside `src`; the masked stores write `dst[(p+q)·width + g..+n]`
+            // with `g + n <= rows <= width`, inside `dst`.
+            unsafe {
+                let mut v: [__m512i; 16] = std::array::from_fn(|r| {
+                    if r < n {
+                        _mm512_loadu_si512(s.add((g + r) * ld + p).cast())
+                    } else {
+                        _mm512_setzero_si512()
+                    }
+                });
+                transpose16(&mut v);
+                for (q, x) in v.iter().enumerate() {
+                    _mm512_mask_storeu_epi32(d.add((p + q) * width + g).cast(), mask, *x);
+                }
+            }
+        }
+        for r in g..g + n {
+            for p in kc16..kc {
+                dst[p * width + r] = src[r * ld + p];
+            }
+        }
     }
 }
