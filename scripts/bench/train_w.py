@@ -8,6 +8,10 @@ file), each in its own process, one after the other, and each process's memory i
 /proc/PID/status every 20 ms (peak VmRSS and peak RssAnon; the model file mapped by edgetune counts
 in VmRSS as file pages, not in RssAnon).
 
+The two sides alternate `--rounds` times (default 3: PyTorch's own speed varies by 10-15% from
+run to run on a shared machine); each round reports each side's median step time after 2 warm-up
+steps, and the summary takes the median over rounds (and gives every round's ratio).
+
 Reported per side: median step time after 2 warm-up steps -> tokens/s, peak RSS, peak RssAnon,
 GFLOP/s of the step (FLOPs counted from the model's shapes: forward and input-gradient products of
 every linear layer and the LM head, attention's products over the causal keys, LoRA's small
@@ -19,7 +23,7 @@ PyTorch reads the same GGUF through transformers (dequantized to f32), as the pa
 `--compute bf16` runs PyTorch under `torch.autocast("cpu", dtype=torch.bfloat16)` (its best CPU
 configuration) and `edgetune train --compute bf16`; the ceiling is then torch's bf16 matmul.
 
-Usage: .venv/bin/python scripts/bench/train_w.py [--steps 10] [--targets qkvo|all-linear] [--compute f32|bf16]
+Usage: .venv/bin/python scripts/bench/train_w.py [--steps 10] [--rounds 3] [--targets qkvo|all-linear] [--compute f32|bf16]
        [--edgetune target/release/edgetune] [--model models/SmolLM2-135M-Instruct.Q4_1.gguf]
        [--only torch|edgetune] [--json OUT.json]
 Needs torch, transformers and peft (scripts/setup-python.sh --reference).
@@ -168,6 +172,8 @@ def main():
     root = Path(__file__).resolve().parents[2]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternating PyTorch / edgetune runs; medians over rounds are reported")
     ap.add_argument("--targets", choices=sorted(TARGETS), default="qkvo")
     ap.add_argument("--compute", choices=["f32", "bf16"], default="f32")
     ap.add_argument("--model", default=str(root / "models/SmolLM2-135M-Instruct.Q4_1.gguf"))
@@ -183,30 +189,52 @@ def main():
     cfg = model_config(args.model)
     flops = flops_per_token(cfg, TARGETS[args.targets], 8)
     results = {"workload": {"model": args.model, "targets": args.targets, "compute": args.compute,
-                            "seq": SEQ, "threads": THREADS,
-                            "steps": args.steps, "gflop_per_token": flops / 1e9}}
+                            "seq": SEQ, "threads": THREADS, "steps": args.steps, "rounds": args.rounds,
+                            "gflop_per_token": flops / 1e9}}
+    rounds = {"torch_peft": [], "edgetune": []}
+    ceilings = []
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "w.jsonl")
         write_data(data, 8, cfg["vocab"])
-        ceiling = None
-        if args.only != "edgetune":
-            out, rss, anon = run_measured([sys.executable, __file__, "--child", "--data", data, "--model",
-                                           args.model, "--targets", args.targets, "--steps", str(args.steps),
-                                           "--compute", args.compute])
-            r = json.loads(out.strip().splitlines()[-1])
-            ceiling = r["ceiling_gflops"]
-            results["torch_peft"] = {"tokens_per_s": SEQ / r["step_s"], "peak_rss": rss, "peak_rss_anon": anon,
-                                     "torch": r["torch"]}
-        if args.only != "torch":
-            targets = ",".join(TARGETS[args.targets])
-            out_dir = os.path.join(tmp, "out")
-            _, rss, anon = run_measured([args.edgetune, "train", args.model, "--data", data, "-o", out_dir,
-                                         "--steps", str(args.steps + 2), "--seq-len", str(SEQ), "--rank", "8",
-                                         "--alpha", "16", "--targets", targets, "--threads", str(THREADS),
-                                         "--no-shuffle", "--lr-schedule", "constant", "--compute", args.compute])
-            steps = [json.loads(l) for l in open(os.path.join(out_dir, "metrics.jsonl"))]
-            tps = statistics.median(m["tokens_per_sec"] for m in steps[2:])
-            results["edgetune"] = {"tokens_per_s": tps, "peak_rss": rss, "peak_rss_anon": anon}
+        for rnd in range(args.rounds):
+            if args.only != "edgetune":
+                out, rss, anon = run_measured([sys.executable, __file__, "--child", "--data", data,
+                                               "--model", args.model, "--targets", args.targets,
+                                               "--steps", str(args.steps), "--compute", args.compute])
+                r = json.loads(out.strip().splitlines()[-1])
+                ceilings.append(r["ceiling_gflops"])
+                rounds["torch_peft"].append({"tokens_per_s": SEQ / r["step_s"], "peak_rss": rss,
+                                             "peak_rss_anon": anon, "torch": r["torch"]})
+            if args.only != "torch":
+                targets = ",".join(TARGETS[args.targets])
+                out_dir = os.path.join(tmp, f"out{rnd}")
+                _, rss, anon = run_measured([args.edgetune, "train", args.model, "--data", data, "-o",
+                                             out_dir, "--steps", str(args.steps + 2), "--seq-len",
+                                             str(SEQ), "--rank", "8", "--alpha", "16", "--targets",
+                                             targets, "--threads", str(THREADS), "--no-shuffle",
+                                             "--lr-schedule", "constant", "--compute", args.compute])
+                steps = [json.loads(l) for l in open(os.path.join(out_dir, "metrics.jsonl"))]
+                tps = statistics.median(m["tokens_per_sec"] for m in steps[2:])
+                rounds["edgetune"].append({"tokens_per_s": tps, "peak_rss": rss, "peak_rss_anon": anon})
+            print(f"round {rnd + 1}/{args.rounds}: " + ", ".join(
+                f"{side} {v[-1]['tokens_per_s']:.1f} tok/s" for side, v in rounds.items() if v),
+                file=sys.stderr)
+    for side, v in rounds.items():
+        if v:
+            results[side] = {
+                "tokens_per_s": statistics.median(x["tokens_per_s"] for x in v),
+                "tokens_per_s_rounds": [round(x["tokens_per_s"], 1) for x in v],
+                "peak_rss": max(x["peak_rss"] for x in v),
+                "peak_rss_anon": max(x["peak_rss_anon"] for x in v),
+            }
+            if side == "torch_peft":
+                results[side]["torch"] = v[0]["torch"]
+    ceiling = statistics.median(ceilings) if ceilings else None
+    if "torch_peft" in results and "edgetune" in results:
+        # Ratios of the rounds run next to each other, and their median.
+        pairs = [e["tokens_per_s"] / t["tokens_per_s"]
+                 for t, e in zip(rounds["torch_peft"], rounds["edgetune"])]
+        results["speedup_rounds"] = [round(x, 3) for x in pairs]
     if ceiling:
         results["gemm_ceiling_gflops"] = ceiling
     for side in ("torch_peft", "edgetune"):
