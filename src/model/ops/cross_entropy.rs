@@ -3,15 +3,18 @@
 //! there are. Rows whose target is `IGNORE_INDEX` are skipped entirely (no logits computed).
 //!
 //! `loss[r] = logsumexp(logits[r]) − logits[r, target[r]]`, `logits = hidden · Wᵀ`. The vocabulary
-//! is walked in tiles of `VOCAB_TILE` weight rows, each decoded once per pass and used for every
-//! row of the chunk: the forward keeps a running log-sum-exp per row; backward walks the tiles
-//! again, recomputing the tile's logits, turning them into `dloss[r] · (softmax − onehot)` with the
-//! final log-sum-exp and adding `dlogits · W_tile` into `dhidden`. So a training step decodes the
-//! output weight twice per chunk of rows, and no buffer holds a whole vocabulary row.
+//! is walked in tiles of `VOCAB_TILE` weight rows, each decoded once and used for every row of the
+//! chunk, with a running log-sum-exp per row (a max and a sum of exponentials rescaled when the
+//! max grows). With the gradient the same single pass also accumulates `acc = Σ exp(logit − max)·W`
+//! per row (rescaled with the sum, as flash attention accumulates its output), so each tile's
+//! logits are computed once; at the end `dhidden = g·(acc / sum − W[target])`. A training step
+//! thus runs the output projection twice (logits, and `dlogits·W`), decodes its weight once per
+//! chunk of rows, and no buffer holds a whole vocabulary row.
 
 use super::{check_len, vexp, IGNORE_INDEX};
 use crate::backend::{Backend, LinearWeight};
 use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 /// The output projection and how many rows of logits to materialise at once.
@@ -118,69 +121,104 @@ fn run(
     let mut x = vec![0f32; c_max * d]; // [c, d]
     let mut w = vec![0f32; tile * d]; // [tile, d]: rows v0..v1 of the weight
     let mut logits = vec![0f32; c_max * tile]; // [c, tile]
-    let mut dx = match mode {
-        Mode::Backward { .. } => vec![0f32; c_max * d], // [c, d]
-        Mode::Forward => Vec::new(),
+
+    // Backward: the accumulated `softmax·W` of each row and its target's weight row.
+    let (mut dx, mut wt_rows) = match mode {
+        Mode::Backward { .. } => (vec![0f32; c_max * d], vec![0f32; c_max * d]), // [c, d] each
+        Mode::Forward => (Vec::new(), Vec::new()),
     };
     for chunk in rows.chunks(head.chunk_rows.max(1)) {
         let c = chunk.len();
         for (xr, &r) in x.chunks_exact_mut(d).zip(chunk) {
             xr.copy_from_slice(&hidden[r * d..(r + 1) * d]);
         }
-        // Pass 1: the log-sum-exp of every row, one vocabulary tile at a time (online: a running
-        // max and a sum of exponentials rescaled when the max grows), and the target's logit.
         let mut stats: Vec<Mutex<RowStats>> = (0..c).map(|_| Mutex::new(RowStats::new())).collect();
-        walk_tiles(
-            head,
-            &x[..c * d],
-            &mut w,
-            &mut logits,
-            &|v0, i, row| {
-                let t = targets[chunk[i]] as usize;
-                let target = (v0..v0 + row.len()).contains(&t).then(|| row[t - v0]);
-                lock(&stats[i])?.add(row, target);
-                Ok(())
-            },
-            &mut |_, _, _| Ok(()),
-        )?;
-        let lse: Vec<(f32, f32)> = stats
-            .iter_mut()
-            .map(|m| m.get_mut().map_or((f32::NAN, f32::NAN), |s| s.finish()))
-            .collect();
-        if let Some(l) = losses.as_deref_mut() {
-            for (&(lse, target), &r) in lse.iter().zip(chunk) {
-                l[r] = lse - target;
-            }
-        }
-        // Pass 2 (backward): dlogits = g·(softmax − onehot) per tile, recomputed from the
-        // log-sum-exp, and dx += dlogits · W_tile.
-        if let (Mode::Backward { dhidden, .. }, Some(dlosses)) = (&mut mode, dlosses) {
-            let dxc = &mut dx[..c * d];
-            dxc.fill(0.0);
+        let target_in = |v0: usize, tv: usize, i: usize| {
+            let t = targets[chunk[i]] as usize;
+            (v0..v0 + tv).contains(&t).then(|| t - v0)
+        };
+        let grad = match (&mut mode, dlosses) {
+            (Mode::Backward { dhidden, .. }, Some(dlosses)) => Some((dhidden, dlosses)),
+            _ => None,
+        };
+        let Some((dhidden, dlosses)) = grad else {
+            // Loss only: the log-sum-exp of every row, one vocabulary tile at a time (online: a
+            // running max and a sum of exponentials rescaled when the max grows), and the
+            // target's logit.
             walk_tiles(
                 head,
                 &x[..c * d],
                 &mut w,
                 &mut logits,
                 &|v0, i, row| {
-                    let r = chunk[i];
-                    let (g, lse) = (dlosses[r], lse[i].0);
-                    row.iter_mut().for_each(|v| *v = vexp::exp(*v - lse) * g);
-                    let t = targets[r] as usize;
-                    if (v0..v0 + row.len()).contains(&t) {
-                        row[t - v0] -= g;
-                    }
+                    let target = target_in(v0, row.len(), i).map(|t| row[t]);
+                    lock(&stats[i])?.add(row, target);
                     Ok(())
                 },
-                &mut |tv, dlogits, wt| {
-                    head.backend.gemm_nn(dlogits, wt, dxc, c, d, tv, 1.0);
-                    Ok(())
-                },
+                &mut |_, _, _, _| Ok(()),
             )?;
-            for (g, &r) in dxc.chunks_exact(d).zip(chunk) {
-                for (a, &b) in dhidden[r * d..(r + 1) * d].iter_mut().zip(g) {
-                    *a += b;
+            if let Some(l) = losses.as_deref_mut() {
+                for (st, &r) in stats.iter_mut().zip(chunk) {
+                    let (lse, target) = st.get_mut().map_or((f32::NAN, f32::NAN), |s| s.finish());
+                    l[r] = lse - target;
                 }
+            }
+            continue;
+        };
+        // With the gradient, one pass too (each tile's logits computed once): the tile's
+        // logits become `exp(logit − running max)` and `acc += that · W_tile`, after `acc` is
+        // rescaled by `exp(old max − new max)` whenever a row's max grows (as flash attention
+        // accumulates its output). At the end `sum = Σ exp(logit − max)` is known and
+        // `dx = g·softmax·W − g·W[target] = (g / sum)·acc − g·W[target]`.
+        let acc = &mut dx[..c * d];
+        acc.fill(0.0);
+        let wt = &mut wt_rows[..c * d];
+        let scales: Vec<AtomicU32> = (0..c).map(|_| AtomicU32::new(1f32.to_bits())).collect();
+        walk_tiles(
+            head,
+            &x[..c * d],
+            &mut w,
+            &mut logits,
+            &|v0, i, row| {
+                let target = target_in(v0, row.len(), i).map(|t| row[t]);
+                let mut st = lock(&stats[i])?;
+                let old = st.max;
+                st.add(row, target);
+                let scale = if old == st.max {
+                    1.0
+                } else {
+                    (old - st.max).exp()
+                };
+                scales[i].store(scale.to_bits(), Ordering::Relaxed);
+                Ok(())
+            },
+            &mut |v0, tv, p, w_tile| {
+                for (i, a) in acc.chunks_exact_mut(d).enumerate() {
+                    let scale = f32::from_bits(scales[i].load(Ordering::Relaxed));
+                    if scale != 1.0 {
+                        a.iter_mut().for_each(|v| *v *= scale);
+                    }
+                    if let Some(t) = target_in(v0, tv, i) {
+                        wt[i * d..(i + 1) * d].copy_from_slice(&w_tile[t * d..(t + 1) * d]);
+                    }
+                }
+                head.backend.gemm_nn(p, w_tile, acc, c, d, tv, 1.0);
+                Ok(())
+            },
+        )?;
+        for (i, &r) in chunk.iter().enumerate() {
+            let st = stats[i]
+                .get_mut()
+                .map_err(|_| Error::InvalidArgument("cross-entropy: a worker panicked".into()))?;
+            let (lse, target) = st.finish();
+            if let Some(l) = losses.as_deref_mut() {
+                l[r] = lse - target;
+            }
+            let g = dlosses[r];
+            let k = (g as f64 / st.sum) as f32;
+            let out = &mut dhidden[r * d..(r + 1) * d];
+            for ((o, &a), &wv) in out.iter_mut().zip(&acc[i * d..]).zip(&wt[i * d..]) {
+                *o += k * a - g * wv;
             }
         }
     }
@@ -194,11 +232,12 @@ pub const VOCAB_TILE: usize = 1024;
 /// Per-row work on one tile's logits: `(v0, row index, the row's logits of the tile)`.
 type RowFn<'a> = dyn Fn(usize, usize, &mut [f32]) -> Result<()> + Sync + 'a;
 
-/// Work after a tile: `(tile rows, the tile's logits [c, tile], its decoded weight [tile, d])`.
-type TileFn<'a> = dyn FnMut(usize, &[f32], &[f32]) -> Result<()> + 'a;
+/// Work after a tile: `(v0, tile rows, the tile's logits [c, tile] after the per-row work, its
+/// decoded weight [tile, d])`.
+type TileFn<'a> = dyn FnMut(usize, usize, &[f32], &[f32]) -> Result<()> + 'a;
 
 /// For each vocabulary tile: its logits for the `c` rows of `x` (`tile_logits`), `per_row` on
-/// every row (on the backend's threads), then `after(tv, logits, decoded weight tile)`.
+/// every row (on the backend's threads), then `after(v0, tv, logits, decoded weight tile)`.
 fn walk_tiles(
     head: &LmHead,
     x: &[f32],
@@ -220,7 +259,7 @@ fn walk_tiles(
         head.backend
             .parallel_for(c, &|i| per_row(v0, i, &mut lock(&rows[i])?))?;
         drop(rows);
-        after(tv, &logits[..c * tv], &w[..tv * d])?;
+        after(v0, tv, &logits[..c * tv], &w[..tv * d])?;
     }
     Ok(())
 }
