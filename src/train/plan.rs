@@ -49,7 +49,7 @@ impl std::str::FromStr for Checkpointing {
     }
 }
 
-/// Smallest logits chunk the planner chooses: each chunk decodes the output weight twice, and
+/// Smallest logits chunk the planner chooses: each chunk decodes the output weight once, and
 /// below about half a GEMM tile the products fall back to matrix-vector work.
 pub const MIN_LM_CHUNK_ROWS: usize = 8;
 
@@ -358,14 +358,14 @@ fn consumers(inp: &PlanInput, f: &Facts, c: Choice) -> Vec<Consumer> {
         format!("[{n}, {d}], targets and per-token losses"),
     );
     // The cross-entropy walks the vocabulary in tiles (model::ops::cross_entropy): per chunk of
-    // rows a [rows, tile] logits tile, the [tile, d] decoded weight tile, the rows' inputs and
-    // input gradients, and a running log-sum-exp per row.
+    // rows a [rows, tile] logits tile, the [tile, d] decoded weight tile, the rows' inputs,
+    // accumulated softmax·W and target weight rows, and a running log-sum-exp per row.
     let rows = c.chunk.min(n);
     let tile = VOCAB_TILE.min(v);
     add(
         "logits chunk",
         Loss,
-        fl(rows * tile + tile * d + 2 * rows * d + n * d) + 32 * n as u64,
+        fl(rows * tile + tile * d + 3 * rows * d + n * d) + 32 * n as u64,
         format!("{rows} rows x {tile}-token vocabulary tiles of {v}, d(final norm)"),
     );
     add(
