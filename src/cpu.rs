@@ -115,6 +115,42 @@ pub fn has_bf16_dot() -> bool {
     })
 }
 
+/// Defines `$name(level, args..)`, which runs `$body` compiled for the widest vectors of `level`
+/// (plain loops the compiler vectorises: without this they get the baseline target's 128-bit
+/// vectors). The body is the same code at every level, and Rust never contracts `a * b + c` into
+/// a fused multiply-add on its own, so results do not depend on the level.
+macro_rules! per_level {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$doc])*
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn $name(level: $crate::cpu::SimdLevel, $($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+            fn avx512($($arg: $ty),*) $(-> $ret)? {
+                body($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2($($arg: $ty),*) $(-> $ret)? {
+                body($($arg),*)
+            }
+            match level {
+                // SAFETY: backends hold only levels from `available_levels()`: the CPU has these
+                // features.
+                #[cfg(target_arch = "x86_64")]
+                $crate::cpu::SimdLevel::Avx512 => unsafe { avx512($($arg),*) },
+                // SAFETY: as above.
+                #[cfg(target_arch = "x86_64")]
+                $crate::cpu::SimdLevel::Avx2 => unsafe { avx2($($arg),*) },
+                _ => body($($arg),*),
+            }
+        }
+    };
+}
+pub(crate) use per_level;
+
 #[cfg(test)]
 mod tests {
     use super::*;

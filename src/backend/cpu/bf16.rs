@@ -30,38 +30,7 @@ pub(crate) fn bf16_bits(x: f32) -> u32 {
     }
 }
 
-/// Defines `$name(level, args..)`, which runs `$body` compiled for the widest vectors of `level`
-/// (the conversions are plain loops the compiler vectorises; without this they would get the
-/// baseline target's 128-bit vectors).
-macro_rules! per_level {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
-        $(#[$doc])*
-        pub(crate) fn $name(level: SimdLevel, $($arg: $ty),*) {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
-            fn avx512($($arg: $ty),*) {
-                body($($arg),*)
-            }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2")]
-            fn avx2($($arg: $ty),*) {
-                body($($arg),*)
-            }
-            match level {
-                // SAFETY: backends hold only levels from `available_levels()`: the CPU has these
-                // features.
-                #[cfg(target_arch = "x86_64")]
-                SimdLevel::Avx512 => unsafe { avx512($($arg),*) },
-                // SAFETY: as above.
-                #[cfg(target_arch = "x86_64")]
-                SimdLevel::Avx2 => unsafe { avx2($($arg),*) },
-                _ => body($($arg),*),
-            }
-        }
-    };
-}
+use crate::cpu::per_level;
 
 /// `x` rounded to the nearest bf16, as an f32.
 #[inline(always)]

@@ -100,9 +100,8 @@ pub fn attention_forward_gemm(
         let (o, l) = &mut *slot;
         for (r, sr) in s.chunks_exact_mut(nv_max).enumerate() {
             let nv = n_visible(d, i0 + r);
-            sr[..nv].iter_mut().for_each(|v| *v *= scale);
-            let max = vexp::max(&sr[..nv]);
-            sr[..nv].iter_mut().for_each(|v| *v = vexp::exp(*v - max));
+            let max = vexp::max(&sr[..nv]) * scale;
+            vexp::exp_affine(crate::cpu::simd_level(), &mut sr[..nv], scale, max);
             let sum = vexp::sum(&sr[..nv]);
             let inv = 1.0 / sum;
             sr[..nv].iter_mut().for_each(|v| *v *= inv);
@@ -205,8 +204,8 @@ pub fn attention_backward_gemm(
                 let nv = n_visible(d, i);
                 let l = lse[i * d.n_head + h];
                 let bd = big_d[r];
-                for (pj, dj) in pr[..nv].iter_mut().zip(&mut dsr[..nv]) {
-                    *pj = vexp::exp(*pj * scale - l);
+                vexp::exp_affine(crate::cpu::simd_level(), &mut pr[..nv], scale, l);
+                for (pj, dj) in pr[..nv].iter().zip(&mut dsr[..nv]) {
                     *dj = *pj * (*dj - bd) * scale;
                 }
                 pr[nv..].fill(0.0);

@@ -317,8 +317,7 @@ impl RowStats {
             self.sum *= ((self.max - m) as f64).exp();
         }
         self.max = m;
-        row.iter_mut().for_each(|v| *v = vexp::exp(*v - m));
-        self.sum += vexp::sum_f64(row);
+        self.sum += vexp::exp_sub_sum_f64(crate::cpu::simd_level(), row, m);
         if let Some(t) = target {
             self.target = t;
         }

@@ -2,9 +2,11 @@
 
 use super::{check_len, vexp};
 use crate::backend::Backend;
+use crate::cpu::per_level;
 use crate::error::Result;
 use std::sync::Mutex;
 
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + vexp::exp(-x))
 }
@@ -17,10 +19,29 @@ pub fn swiglu_forward(
 ) -> Result<()> {
     check_len("swiglu gate", gate.len(), &[out.len()])?;
     check_len("swiglu up", up.len(), &[out.len()])?;
-    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-        *o = g * sigmoid(g) * u;
-    }
+    forward_rows(crate::cpu::simd_level(), out, gate, up);
     Ok(())
+}
+
+per_level! {
+    fn forward_rows(out: &mut [f32], gate: &[f32], up: &[f32]) {
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+            *o = g * sigmoid(g) * u;
+        }
+    }
+}
+
+per_level! {
+    fn backward_rows(dgate: &mut [f32], dup: &mut [f32], dout: &[f32], gate: &[f32], up: &[f32]) {
+        let n = dout.len();
+        let (dgate, dup, gate, up) = (&mut dgate[..n], &mut dup[..n], &gate[..n], &up[..n]);
+        for i in 0..n {
+            let g = gate[i];
+            let s = sigmoid(g);
+            dgate[i] += dout[i] * up[i] * s * (1.0 + g * (1.0 - s));
+            dup[i] += dout[i] * g * s;
+        }
+    }
 }
 
 /// `dgate += dout · up · σ(g)(1 + g(1 − σ(g)))`, `dup += dout · silu(g)`.
@@ -36,12 +57,7 @@ pub fn swiglu_backward(
     check_len("swiglu dup", dup.len(), &[n])?;
     check_len("swiglu gate", gate.len(), &[n])?;
     check_len("swiglu up", up.len(), &[n])?;
-    for i in 0..n {
-        let g = gate[i];
-        let s = sigmoid(g);
-        dgate[i] += dout[i] * up[i] * s * (1.0 + g * (1.0 - s));
-        dup[i] += dout[i] * g * s;
-    }
+    backward_rows(crate::cpu::simd_level(), dgate, dup, dout, gate, up);
     Ok(())
 }
 

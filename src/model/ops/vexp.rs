@@ -4,6 +4,8 @@
 //! result is a normal f32; inputs are clamped to `[-87, 88]`, so the result never overflows and
 //! bottoms out at about `1.6e-38` instead of reaching 0. NaN stays NaN.
 
+use crate::cpu::per_level;
+
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split so that `n·LN2_HI` is exact for `|n| < 2^12` (Cody–Waite reduction).
 const LN2_HI: f32 = 0.693_359_4;
@@ -37,6 +39,25 @@ pub(crate) fn exp(x: f32) -> f32 {
     p * two_n
 }
 
+per_level! {
+    /// `x[i] = e^(x[i]·scale − shift)`.
+    fn exp_affine(x: &mut [f32], scale: f32, shift: f32) {
+        for v in x {
+            *v = exp(*v * scale - shift);
+        }
+    }
+}
+
+per_level! {
+    /// `x[i] = e^(x[i] − shift)`, and their sum in f64 (eight interleaved lanes, as `sum_f64`).
+    fn exp_sub_sum_f64(x: &mut [f32], shift: f32) -> f64 {
+        for v in x.iter_mut() {
+            *v = exp(*v - shift);
+        }
+        sum_f64(x)
+    }
+}
+
 /// Sum in eight interleaved lanes (vectorizes; the order is fixed by the length alone).
 pub(crate) fn sum(x: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
@@ -55,6 +76,7 @@ pub(crate) fn sum(x: &[f32]) -> f32 {
 }
 
 /// Sum in f64, eight interleaved lanes.
+#[inline(always)]
 pub(crate) fn sum_f64(x: &[f32]) -> f64 {
     let mut acc = [0f64; 8];
     let c = x.chunks_exact(8);
