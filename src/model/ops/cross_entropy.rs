@@ -12,6 +12,7 @@
 use super::{check_len, vexp, IGNORE_INDEX};
 use crate::backend::{Backend, LinearWeight};
 use crate::error::{Error, Result};
+use crate::model::bufs::BufferPool;
 use std::sync::Mutex;
 
 /// The output projection and how many rows of logits to materialise at once.
@@ -36,7 +37,7 @@ pub fn cross_entropy_forward(
     targets: &[i32],    // [n]
     head: &LmHead,
 ) -> Result<()> {
-    run(Some(losses), Mode::Forward, hidden, targets, head)
+    run(Some(losses), Mode::Forward, hidden, targets, head, None)
 }
 
 /// `dhidden[n, d] += dlosses[r] · (softmax(logits[r]) − onehot(target[r])) · W` (logits recomputed).
@@ -53,6 +54,7 @@ pub fn cross_entropy_backward(
         hidden,
         targets,
         head,
+        None,
     )
 }
 
@@ -71,6 +73,28 @@ pub fn cross_entropy_forward_backward(
         hidden,
         targets,
         head,
+        None,
+    )
+}
+
+/// `cross_entropy_forward_backward` with its scratch (row inputs, a weight tile, a logits tile,
+/// row gradients) taken from `pool` and given back (training reuses it every step).
+pub(crate) fn cross_entropy_train(
+    pool: &BufferPool,
+    losses: &mut [f32],  // [n]
+    dhidden: &mut [f32], // [n, d]
+    dlosses: &[f32],     // [n]
+    hidden: &[f32],      // [n, d]
+    targets: &[i32],     // [n]
+    head: &LmHead,
+) -> Result<()> {
+    run(
+        Some(losses),
+        Mode::Backward { dhidden, dlosses },
+        hidden,
+        targets,
+        head,
+        Some(pool),
     )
 }
 
@@ -80,6 +104,7 @@ fn run(
     hidden: &[f32],
     targets: &[i32],
     head: &LmHead,
+    pool: Option<&BufferPool>,
 ) -> Result<()> {
     let (d, n_vocab) = (head.weight.n_in, head.weight.n_out);
     let n = targets.len();
@@ -115,13 +140,21 @@ fn run(
     };
     let tile = VOCAB_TILE.min(n_vocab);
     let c_max = head.chunk_rows.min(rows.len());
-    let mut x = vec![0f32; c_max * d]; // [c, d]
-    let mut w = vec![0f32; tile * d]; // [tile, d]: rows v0..v1 of the weight
-    let mut logits = vec![0f32; c_max * tile]; // [c, tile]
-    let mut dx = match mode {
-        Mode::Backward { .. } => vec![0f32; c_max * d], // [c, d]
-        Mode::Forward => Vec::new(),
-    };
+    // One scratch buffer, every part written before it is read (stale memory from a pool is
+    // fine): x [c, d] rows copied in, w [tile, d] decoded, logits [c, tile] a product with
+    // beta = 0, dx [c, d] zeroed per chunk.
+    let backward = matches!(mode, Mode::Backward { .. });
+    let sizes = [
+        c_max * d,
+        tile * d,
+        c_max * tile,
+        if backward { c_max * d } else { 0 },
+    ];
+    let total = sizes.iter().sum();
+    let mut scratch = pool.map_or_else(|| vec![0f32; total], |p| p.take(total));
+    let (x, rest) = scratch.split_at_mut(sizes[0]);
+    let (w, rest) = rest.split_at_mut(sizes[1]);
+    let (logits, dx) = rest.split_at_mut(sizes[2]);
     for chunk in rows.chunks(head.chunk_rows.max(1)) {
         let c = chunk.len();
         for (xr, &r) in x.chunks_exact_mut(d).zip(chunk) {
@@ -133,8 +166,8 @@ fn run(
         walk_tiles(
             head,
             &x[..c * d],
-            &mut w,
-            &mut logits,
+            w,
+            logits,
             &|v0, i, row| {
                 let t = targets[chunk[i]] as usize;
                 let target = (v0..v0 + row.len()).contains(&t).then(|| row[t - v0]);
@@ -160,8 +193,8 @@ fn run(
             walk_tiles(
                 head,
                 &x[..c * d],
-                &mut w,
-                &mut logits,
+                w,
+                logits,
                 &|v0, i, row| {
                     let r = chunk[i];
                     let (g, lse) = (dlosses[r], lse[i].0);
@@ -183,6 +216,9 @@ fn run(
                 }
             }
         }
+    }
+    if let Some(p) = pool {
+        p.give_back(scratch);
     }
     Ok(())
 }
