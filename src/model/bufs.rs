@@ -3,7 +3,8 @@
 //!
 //! A pass takes its large buffers with `take` and gives them back when it ends. Taken memory is
 //! stale: whoever takes a buffer either overwrites every element before reading it or zeroes it.
-//! Misses allocate (zeroed) and drop the largest spare too small for the request, so a run whose
+//! Debug builds fill reused buffers with NaN, so a read before a write shows in tests
+//! (`tests/model_buffers.rs`). Misses allocate (zeroed) and drop the largest spare too small for the request, so a run whose
 //! shapes vary keeps at most one step's buffers, grown to the largest shape seen. `release`
 //! frees everything (before the trainer writes a file, so the memory planner's Save phase never
 //! coexists with retained activations).
@@ -37,6 +38,10 @@ impl BufferPool {
         let mut v = spare.swap_remove(best);
         // Within the capacity: the tail's pages were touched before, no allocation happens.
         v.resize(len, 0.0);
+        if cfg!(debug_assertions) {
+            // Tests run with debug assertions: a read before a write then shows as NaN.
+            v.fill(f32::NAN);
+        }
         Some(v)
     }
 

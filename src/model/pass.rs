@@ -9,7 +9,6 @@ use super::llama::{Llama, StepCtx};
 use super::ops::cross_entropy::{cross_entropy_forward, cross_entropy_train};
 use super::ops::rmsnorm::rmsnorm_backward_on;
 use super::ops::rope::RopeTable;
-use super::ops::zero_on;
 use super::ops::IGNORE_INDEX;
 use super::PrefixKv;
 use crate::error::{Error, Result};
@@ -249,8 +248,8 @@ impl<'m, 'w> Forward<'m, 'w> {
             .collect();
         let (n, d) = (targets.len(), cfg.n_embd);
         let mut losses = vec![0f32; n];
-        let mut dlnf = model.bufs.take(n * d);
-        zero_on(model.backend(), &mut dlnf)?;
+        // Not kept between steps: the plan counts it in the Loss phase only (zeroed, a heap block).
+        let mut dlnf = vec![0f32; n * d];
         cross_entropy_train(
             &model.bufs,
             &mut losses,
@@ -272,7 +271,7 @@ impl<'m, 'w> Forward<'m, 'w> {
             n,
             d,
         )?;
-        model.bufs.give_back(dlnf);
+        drop(dlnf);
         let mut g = GradScratch::new(&model.bufs, cfg, n);
         let step = StepCtx {
             positions: &self.positions,
