@@ -4,7 +4,8 @@
 //! residual stream (every block's input, plus the last block's output) is a second one. How many
 //! block slots exist depends on the mode: all of them (`Full`), one reused slot recomputed from
 //! the saved block inputs during backward (`Checkpoint`), or one slot and no history
-//! (`Inference`).
+//! (`Inference`). Training passes take these buffers from the model's `BufferPool` and give
+//! them back when they end (`new_in`, `recycle_into`).
 
 use super::bufs::BufferPool;
 use super::config::Config;
@@ -142,9 +143,10 @@ impl Activations {
         Self::with(cfg, n_seq, seq_len, mode, |len| vec![0.0; len])
     }
 
-    /// Buffers taken from `pool` (stale contents: every buffer is written before it is read,
-    /// see `Forward`). `Inference` passes reuse spares only and allocate the rest, so they never
-    /// add to what the pool keeps; give the buffers back with `into_buffers`.
+    /// Buffers taken from `pool` (stale contents: the forward writes every value before it reads
+    /// it; docs/model.md "Buffers kept between passes"). `Inference` passes reuse spares only and
+    /// allocate the rest, so they never add to what the pool keeps; give the buffers back with
+    /// `recycle_into`.
     pub fn new_in(
         pool: &BufferPool,
         cfg: &Config,
