@@ -4,8 +4,10 @@
 //! residual stream (every block's input, plus the last block's output) is a second one. How many
 //! block slots exist depends on the mode: all of them (`Full`), one reused slot recomputed from
 //! the saved block inputs during backward (`Checkpoint`), or one slot and no history
-//! (`Inference`).
+//! (`Inference`). Training passes take these buffers from the model's `BufferPool` and give
+//! them back when they end (`new_in`, `recycle_into`).
 
+use super::bufs::BufferPool;
 use super::config::Config;
 
 /// What the forward pass keeps.
@@ -119,6 +121,10 @@ impl<'a> LayerActs<'a> {
     }
 }
 
+/// Which of an `Activations`' buffers go back to the pool (in field order).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Recycle([bool; 5]);
+
 /// All activations of one forward pass.
 pub struct Activations {
     pub mode: ActivationMode,
@@ -132,7 +138,43 @@ pub struct Activations {
 }
 
 impl Activations {
+    /// Fresh (zeroed) buffers, freed when dropped.
     pub fn new(cfg: &Config, n_seq: usize, seq_len: usize, mode: ActivationMode) -> Activations {
+        Self::with(cfg, n_seq, seq_len, mode, |len| vec![0.0; len])
+    }
+
+    /// Buffers taken from `pool` (stale contents: the forward writes every value before it reads
+    /// it; docs/model.md "Buffers kept between passes"). `Inference` passes reuse spares only and
+    /// allocate the rest, so they never add to what the pool keeps; give the buffers back with
+    /// `recycle_into`.
+    pub fn new_in(
+        pool: &BufferPool,
+        cfg: &Config,
+        n_seq: usize,
+        seq_len: usize,
+        mode: ActivationMode,
+    ) -> (Activations, Recycle) {
+        let mut from_pool = [false; 5];
+        let mut i = 0;
+        let acts = Self::with(cfg, n_seq, seq_len, mode, |len| {
+            let buf = match mode {
+                ActivationMode::Inference => pool.take_existing(len),
+                _ => Some(pool.take(len)),
+            };
+            from_pool[i] = buf.is_some();
+            i += 1;
+            buf.unwrap_or_else(|| vec![0.0; len])
+        });
+        (acts, Recycle(from_pool))
+    }
+
+    fn with(
+        cfg: &Config,
+        n_seq: usize,
+        seq_len: usize,
+        mode: ActivationMode,
+        mut alloc: impl FnMut(usize) -> Vec<f32>,
+    ) -> Activations {
         let layout = LayerLayout::new(cfg, n_seq, seq_len);
         let (resid_slots, layer_slots) = Self::slots(mode, cfg.n_layer);
         let nd = layout.n() * layout.d;
@@ -140,11 +182,29 @@ impl Activations {
             mode,
             layout,
             n_layer: cfg.n_layer,
-            resid: vec![0.0; resid_slots * nd],
-            layers: vec![0.0; layer_slots * layout.floats()],
-            lnf: vec![0.0; nd],
-            rstdf: vec![0.0; layout.n()],
-            scratch: vec![0.0; nd],
+            resid: alloc(resid_slots * nd),
+            layers: alloc(layer_slots * layout.floats()),
+            lnf: alloc(nd),
+            rstdf: alloc(layout.n()),
+            scratch: alloc(nd),
+        }
+    }
+
+    /// Gives back to `pool` the buffers `recycle` marks (what `new_in` took from it).
+    /// Leaves the activations empty.
+    pub fn recycle_into(&mut self, pool: &BufferPool, recycle: Recycle) {
+        let bufs = [
+            &mut self.resid,
+            &mut self.layers,
+            &mut self.lnf,
+            &mut self.rstdf,
+            &mut self.scratch,
+        ];
+        for (b, keep) in bufs.into_iter().zip(recycle.0) {
+            let b = std::mem::take(b);
+            if keep {
+                pool.give_back(b);
+            }
         }
     }
 

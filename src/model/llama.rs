@@ -11,16 +11,18 @@
 //! ```
 
 use super::acts::{ActivationMode, Activations, BlockBuffers, LayerActs};
+use super::bufs::BufferPool;
 use super::config::Config;
 use super::hook::{BaseLinear, LinearHook, LinearKind, LinearSite};
 use super::ops::attention::{AttnDims, AttnGrads, AttnInputs};
 use super::ops::attention_gemm::{attention_backward_gemm, attention_forward_gemm};
 use super::ops::cross_entropy::LmHead;
 use super::ops::embedding::embedding_forward;
-use super::ops::residual::add_inplace;
-use super::ops::rmsnorm::{rmsnorm_backward, rmsnorm_forward};
-use super::ops::rope::{rope_backward, rope_forward, RopeTable};
+use super::ops::residual::residual_forward_on;
+use super::ops::rmsnorm::{rmsnorm_backward_on, rmsnorm_forward_on};
+use super::ops::rope::{rope_backward_on, rope_forward_on, RopeTable};
 use super::ops::swiglu::{swiglu_backward_on, swiglu_forward_on};
+use super::ops::zero_on;
 use super::pass::{BackwardOutput, Forward, LossStats};
 use super::weights::{LayerWeights, ModelWeights};
 use super::PrefixKv;
@@ -97,6 +99,8 @@ pub struct Llama<'w> {
     pub weights: ModelWeights<'w>,
     backend: Arc<dyn Backend>,
     lm_chunk_rows: usize,
+    /// Buffers kept between passes (activations, gradient scratch); see `release_buffers`.
+    pub(crate) bufs: BufferPool,
 }
 
 impl<'w> Llama<'w> {
@@ -118,6 +122,7 @@ impl<'w> Llama<'w> {
             weights,
             backend,
             lm_chunk_rows: DEFAULT_LM_CHUNK_ROWS,
+            bufs: BufferPool::new(),
         })
     }
 
@@ -139,6 +144,20 @@ impl<'w> Llama<'w> {
 
     pub fn lm_chunk_rows(&self) -> usize {
         self.lm_chunk_rows
+    }
+
+    /// Frees the buffers training passes keep for the next one (saved activations, gradient
+    /// scratch). A `Full`/`Checkpoint` pass gives its buffers back when its `Forward` is dropped
+    /// and the next takes them again, so steps of one shape touch no fresh pages; call this when
+    /// the memory should go elsewhere (the trainer does before writing a file). `Inference`
+    /// passes reuse what is kept but never add to it.
+    pub fn release_buffers(&self) {
+        self.bufs.release();
+    }
+
+    /// Bytes of the buffers kept between passes.
+    pub fn retained_buffer_bytes(&self) -> usize {
+        self.bufs.bytes()
     }
 
     pub(crate) fn lm_head(&self) -> LmHead<'_, 'w> {
@@ -222,7 +241,8 @@ impl<'w> Llama<'w> {
         let n_virtual = self.check_virtual(opts.virtual_tokens)?;
         self.check_batch(batch, n_prefix + n_virtual)?;
         let (d, t) = (self.config.n_embd, n_virtual + batch.seq_len);
-        let mut acts = Activations::new(&self.config, batch.n_seq, t, opts.mode);
+        let (mut acts, recycle) =
+            Activations::new_in(&self.bufs, &self.config, batch.n_seq, t, opts.mode);
         let (positions, segments) = segments(batch, n_virtual, n_prefix)?;
         let rope = self.rope_table(n_prefix, t)?;
         let x0 = acts.resid_mut(0);
@@ -245,7 +265,8 @@ impl<'w> Llama<'w> {
             self.block_forward(l, &mut buf, &step, None, hook)?;
         }
         let (x, lnf, rstdf) = acts.final_norm();
-        rmsnorm_forward(
+        rmsnorm_forward_on(
+            &*self.backend,
             lnf,
             rstdf,
             x,
@@ -256,7 +277,7 @@ impl<'w> Llama<'w> {
         )?;
         Ok(Forward::new(
             self,
-            acts,
+            (acts, recycle),
             positions,
             segments,
             rope,
@@ -312,7 +333,9 @@ impl<'w> Llama<'w> {
         let w = &self.weights.layers[l];
         let n = buf.x_in.len() / cfg.n_embd;
         let a = &mut buf.acts;
-        rmsnorm_forward(
+        let be = &*self.backend;
+        rmsnorm_forward_on(
+            be,
             a.ln1,
             a.rstd1,
             buf.x_in,
@@ -333,8 +356,9 @@ impl<'w> Llama<'w> {
         run(hook, LinearKind::Q, a.ln1, a.q)?;
         run(hook, LinearKind::K, a.ln1, a.k)?;
         run(hook, LinearKind::V, a.ln1, a.v)?;
-        rope_forward(a.q, step.positions, step.rope, cfg.n_head, cfg.head_dim)?;
-        rope_forward(a.k, step.positions, step.rope, cfg.n_head_kv, cfg.head_dim)?;
+        let (pos, rope) = (step.positions, step.rope);
+        rope_forward_on(be, a.q, pos, rope, cfg.n_head, cfg.head_dim)?;
+        rope_forward_on(be, a.k, pos, rope, cfg.n_head_kv, cfg.head_dim)?;
         let (pk, pv) = step
             .prefix
             .map_or((&[][..], &[][..]), |p| (p.keys(l), p.values(l)));
@@ -373,9 +397,9 @@ impl<'w> Llama<'w> {
             }
         }
         run(hook, LinearKind::O, a.att, buf.scratch)?;
-        a.x_mid.copy_from_slice(buf.x_in);
-        add_inplace(a.x_mid, buf.scratch)?;
-        rmsnorm_forward(
+        residual_forward_on(be, a.x_mid, buf.x_in, buf.scratch)?;
+        rmsnorm_forward_on(
+            be,
             a.ln2,
             a.rstd2,
             a.x_mid,
@@ -386,10 +410,9 @@ impl<'w> Llama<'w> {
         )?;
         run(hook, LinearKind::Gate, a.ln2, a.gate)?;
         run(hook, LinearKind::Up, a.ln2, a.up)?;
-        swiglu_forward_on(&*self.backend, a.h, a.gate, a.up)?;
+        swiglu_forward_on(be, a.h, a.gate, a.up)?;
         run(hook, LinearKind::Down, a.h, buf.scratch)?;
-        buf.x_out.copy_from_slice(a.x_mid);
-        add_inplace(buf.x_out, buf.scratch)
+        residual_forward_on(be, buf.x_out, a.x_mid, buf.scratch)
     }
 
     fn attn_dims(&self, n_q: usize, n_kv: usize, n_prefix: usize) -> AttnDims {
@@ -420,6 +443,10 @@ impl<'w> Llama<'w> {
         let cfg = &self.config;
         let w = &self.weights.layers[l];
         let n = x_in.len() / cfg.n_embd;
+        let be = &*self.backend;
+        // Every gradient below is added into: zero them all at once (dln is reused, zeroed again).
+        zero_on(be, g.all())?;
+        let g = g.split();
         let back = |hook: &mut dyn LinearHook,
                     kind,
                     x: &[f32],
@@ -435,28 +462,14 @@ impl<'w> Llama<'w> {
             hook.backward(LinearSite { layer: l, kind }, &base, x, dy, n, dx)
         };
         // MLP: x_out = x_mid + down(silu(gate(ln2)) * up(ln2)).
-        g.dh.fill(0.0);
-        back(hook, LinearKind::Down, a.h, dres, &mut g.dh)?;
-        g.dgate.fill(0.0);
-        g.dup.fill(0.0);
-        swiglu_backward_on(
-            &*self.backend,
-            &mut g.dgate,
-            &mut g.dup,
-            &g.dh,
-            a.gate,
-            a.up,
-        )?;
-        g.dln.fill(0.0);
-        back(hook, LinearKind::Gate, a.ln2, &g.dgate, &mut g.dln)?;
-        back(hook, LinearKind::Up, a.ln2, &g.dup, &mut g.dln)?;
-        rmsnorm_backward(dres, &g.dln, a.x_mid, a.rstd2, &w.ffn_norm, n, cfg.n_embd)?;
+        back(hook, LinearKind::Down, a.h, dres, g.dh)?;
+        swiglu_backward_on(be, g.dgate, g.dup, g.dh, a.gate, a.up)?;
+        back(hook, LinearKind::Gate, a.ln2, g.dgate, g.dln)?;
+        back(hook, LinearKind::Up, a.ln2, g.dup, g.dln)?;
+        let d = cfg.n_embd;
+        rmsnorm_backward_on(be, dres, g.dln, a.x_mid, a.rstd2, &w.ffn_norm, n, d)?;
         // Attention: x_mid = x_in + o(attention(rope(q(ln1)), rope(k(ln1)), v(ln1))).
-        g.datt.fill(0.0);
-        back(hook, LinearKind::O, a.att, dres, &mut g.datt)?;
-        g.dq.fill(0.0);
-        g.dk.fill(0.0);
-        g.dv.fill(0.0);
+        back(hook, LinearKind::O, a.att, dres, g.datt)?;
         let (pk, pv) = step
             .prefix
             .map_or((&[][..], &[][..]), |p| (p.keys(l), p.values(l)));
@@ -495,25 +508,14 @@ impl<'w> Llama<'w> {
                 &*self.backend,
             )?;
         }
-        rope_backward(
-            &mut g.dq,
-            step.positions,
-            step.rope,
-            cfg.n_head,
-            cfg.head_dim,
-        )?;
-        rope_backward(
-            &mut g.dk,
-            step.positions,
-            step.rope,
-            cfg.n_head_kv,
-            cfg.head_dim,
-        )?;
-        g.dln.fill(0.0);
-        back(hook, LinearKind::Q, a.ln1, &g.dq, &mut g.dln)?;
-        back(hook, LinearKind::K, a.ln1, &g.dk, &mut g.dln)?;
-        back(hook, LinearKind::V, a.ln1, &g.dv, &mut g.dln)?;
-        rmsnorm_backward(dres, &g.dln, x_in, a.rstd1, &w.attn_norm, n, cfg.n_embd)
+        let (pos, rope) = (step.positions, step.rope);
+        rope_backward_on(be, g.dq, pos, rope, cfg.n_head, cfg.head_dim)?;
+        rope_backward_on(be, g.dk, pos, rope, cfg.n_head_kv, cfg.head_dim)?;
+        zero_on(be, g.dln)?;
+        back(hook, LinearKind::Q, a.ln1, g.dq, g.dln)?;
+        back(hook, LinearKind::K, a.ln1, g.dk, g.dln)?;
+        back(hook, LinearKind::V, a.ln1, g.dv, g.dln)?;
+        rmsnorm_backward_on(be, dres, g.dln, x_in, a.rstd1, &w.attn_norm, n, d)
     }
 }
 

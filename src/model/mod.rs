@@ -7,6 +7,7 @@
 //! and `PrefixKv` (prefix tuning's per-block keys and values).
 
 pub mod acts;
+pub mod bufs;
 pub mod cache;
 pub mod check;
 pub mod config;

@@ -1,12 +1,13 @@
 //! One forward pass over a batch and what follows from it: logits for chosen rows, per-token NLL,
 //! the causal-LM loss, and backward down to the input embeddings.
 
-use super::acts::{ActivationMode, Activations};
+use super::acts::{ActivationMode, Activations, Recycle};
+use super::bufs::BufferPool;
 use super::config::Config;
 use super::hook::LinearHook;
 use super::llama::{Llama, StepCtx};
-use super::ops::cross_entropy::{cross_entropy_forward, cross_entropy_forward_backward};
-use super::ops::rmsnorm::rmsnorm_backward;
+use super::ops::cross_entropy::{cross_entropy_forward, cross_entropy_train};
+use super::ops::rmsnorm::rmsnorm_backward_on;
 use super::ops::rope::RopeTable;
 use super::ops::IGNORE_INDEX;
 use super::PrefixKv;
@@ -39,29 +40,56 @@ pub struct BackwardOutput {
     pub d_embeds: Vec<f32>,
 }
 
-/// Gradient buffers of one block, reused across blocks.
+/// Gradient buffers of one block, reused across blocks: one buffer (from the model's pool), zeroed
+/// by `block_backward` before each block adds into it.
 pub(crate) struct GradScratch {
-    pub dln: Vec<f32>,   // [n, d]
-    pub dq: Vec<f32>,    // [n, q_dim]
-    pub dk: Vec<f32>,    // [n, kv_dim]
-    pub dv: Vec<f32>,    // [n, kv_dim]
-    pub datt: Vec<f32>,  // [n, q_dim]
-    pub dh: Vec<f32>,    // [n, n_ff]
-    pub dgate: Vec<f32>, // [n, n_ff]
-    pub dup: Vec<f32>,   // [n, n_ff]
+    buf: Vec<f32>,
+    sizes: [usize; 8],
+}
+
+/// Views of `GradScratch`.
+pub(crate) struct GradBufs<'a> {
+    pub dln: &'a mut [f32],   // [n, d]
+    pub dq: &'a mut [f32],    // [n, q_dim]
+    pub dk: &'a mut [f32],    // [n, kv_dim]
+    pub dv: &'a mut [f32],    // [n, kv_dim]
+    pub datt: &'a mut [f32],  // [n, q_dim]
+    pub dh: &'a mut [f32],    // [n, n_ff]
+    pub dgate: &'a mut [f32], // [n, n_ff]
+    pub dup: &'a mut [f32],   // [n, n_ff]
 }
 
 impl GradScratch {
-    fn new(cfg: &Config, n: usize) -> GradScratch {
+    fn new(pool: &BufferPool, cfg: &Config, n: usize) -> GradScratch {
+        let (d, q, kv, ff) = (cfg.n_embd, cfg.q_dim(), cfg.kv_dim(), cfg.n_ff);
+        let sizes = [d, q, kv, kv, q, ff, ff, ff].map(|w| n * w);
         GradScratch {
-            dln: vec![0.0; n * cfg.n_embd],
-            dq: vec![0.0; n * cfg.q_dim()],
-            dk: vec![0.0; n * cfg.kv_dim()],
-            dv: vec![0.0; n * cfg.kv_dim()],
-            datt: vec![0.0; n * cfg.q_dim()],
-            dh: vec![0.0; n * cfg.n_ff],
-            dgate: vec![0.0; n * cfg.n_ff],
-            dup: vec![0.0; n * cfg.n_ff],
+            buf: pool.take(sizes.iter().sum()),
+            sizes,
+        }
+    }
+
+    /// The whole buffer (to zero it at once).
+    pub fn all(&mut self) -> &mut [f32] {
+        &mut self.buf
+    }
+
+    pub fn split(&mut self) -> GradBufs<'_> {
+        let mut rest = &mut self.buf[..];
+        let [dln, dq, dk, dv, datt, dh, dgate, dup] = self.sizes.map(|n| {
+            let (a, b) = std::mem::take(&mut rest).split_at_mut(n);
+            rest = b;
+            a
+        });
+        GradBufs {
+            dln,
+            dq,
+            dk,
+            dv,
+            datt,
+            dh,
+            dgate,
+            dup,
         }
     }
 }
@@ -72,6 +100,8 @@ impl GradScratch {
 pub struct Forward<'m, 'w> {
     model: &'m Llama<'w>,
     acts: Activations,
+    /// Which of `acts`' buffers go back to the model's pool when the pass ends.
+    recycle: Recycle,
     positions: Vec<usize>,
     segments: Vec<std::ops::Range<usize>>,
     rope: RopeTable,
@@ -86,7 +116,7 @@ impl<'m, 'w> Forward<'m, 'w> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         model: &'m Llama<'w>,
-        acts: Activations,
+        (acts, recycle): (Activations, Recycle),
         positions: Vec<usize>,
         segments: Vec<std::ops::Range<usize>>,
         rope: RopeTable,
@@ -98,6 +128,7 @@ impl<'m, 'w> Forward<'m, 'w> {
         Forward {
             model,
             acts,
+            recycle,
             positions,
             segments,
             rope,
@@ -217,8 +248,10 @@ impl<'m, 'w> Forward<'m, 'w> {
             .collect();
         let (n, d) = (targets.len(), cfg.n_embd);
         let mut losses = vec![0f32; n];
+        // Not kept between steps: the plan counts it in the Loss phase only (zeroed, a heap block).
         let mut dlnf = vec![0f32; n * d];
-        cross_entropy_forward_backward(
+        cross_entropy_train(
+            &model.bufs,
             &mut losses,
             &mut dlnf,
             &dlosses,
@@ -228,7 +261,8 @@ impl<'m, 'w> Forward<'m, 'w> {
         )?;
         let mut dres = vec![0f32; n * d];
         let x_final = self.acts.resid(cfg.n_layer);
-        rmsnorm_backward(
+        rmsnorm_backward_on(
+            model.backend(),
             &mut dres,
             &dlnf,
             x_final,
@@ -238,7 +272,7 @@ impl<'m, 'w> Forward<'m, 'w> {
             d,
         )?;
         drop(dlnf);
-        let mut g = GradScratch::new(cfg, n);
+        let mut g = GradScratch::new(&model.bufs, cfg, n);
         let step = StepCtx {
             positions: &self.positions,
             rope: &self.rope,
@@ -262,6 +296,7 @@ impl<'m, 'w> Forward<'m, 'w> {
                 dprefix.as_deref_mut(),
             )?;
         }
+        model.bufs.give_back(g.buf);
         Ok(BackwardOutput {
             loss: stats(&losses, &targets),
             d_embeds: dres,
@@ -271,6 +306,12 @@ impl<'m, 'w> Forward<'m, 'w> {
     /// Bytes held by this pass's activations.
     pub fn activation_bytes(&self) -> usize {
         self.acts.bytes()
+    }
+}
+
+impl Drop for Forward<'_, '_> {
+    fn drop(&mut self) {
+        self.acts.recycle_into(&self.model.bufs, self.recycle);
     }
 }
 

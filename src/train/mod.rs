@@ -89,6 +89,10 @@ pub trait Objective {
 
     /// Inference forward: the summed NLL, no gradients.
     fn evaluate(&mut self, adapter: &mut AnyAdapter, batch: &MicroBatch) -> Result<LossStats>;
+
+    /// Frees memory kept from one step to the next (called before a file is written, so the
+    /// plan's Save phase never coexists with a step's buffers). Default: nothing kept.
+    fn release_buffers(&mut self) {}
 }
 
 /// The data side: the micro-batches of each optimizer step, resumable.
@@ -441,6 +445,7 @@ impl Trainer {
         self.last = Some(m.clone());
         let every = self.opts.checkpoint_every;
         if every > 0 && step.is_multiple_of(every) {
+            objective.release_buffers();
             self.checkpoint(data, adapter)?;
         }
         Ok(m)
@@ -492,6 +497,7 @@ impl Trainer {
             on_step(&m);
             if stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) && !self.is_done() {
                 if every == 0 || !m.step.is_multiple_of(every) {
+                    objective.release_buffers();
                     self.checkpoint(data, adapter)?;
                 }
                 interrupted = true;
@@ -499,6 +505,7 @@ impl Trainer {
             }
         }
         if !interrupted {
+            objective.release_buffers();
             save_peft_dir(adapter.as_adapter(), &self.opts.out_dir)?;
         }
         Ok(Outcome {

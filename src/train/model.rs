@@ -237,6 +237,10 @@ impl Objective for LlamaObjective<'_, '_> {
             .forward(&batch, &opts, &mut AdapterHook(adapter.as_adapter_mut()))?;
         Ok(stats(fwd.loss(&b.labels)?))
     }
+
+    fn release_buffers(&mut self) {
+        self.model.release_buffers();
+    }
 }
 
 /// The geometry adapters need, from the model's config.

@@ -359,11 +359,13 @@ impl<'w> Session<'w> {
 
     /// Writes a checkpoint of the current step and returns its directory.
     pub fn checkpoint(&mut self) -> Result<PathBuf> {
+        self.model.release_buffers();
         self.trainer.checkpoint(&self.data, &self.adapter)
     }
 
     /// Writes the adapter as a PEFT directory.
     pub fn save_adapter(&self, dir: &Path) -> Result<()> {
+        self.model.release_buffers();
         save_peft_dir(self.adapter.as_adapter(), dir)
     }
 

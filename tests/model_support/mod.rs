@@ -89,7 +89,13 @@ impl Backend for NaiveBackend {
                 let s: f64 = (0..k)
                     .map(|p| a[i * k + p] as f64 * b[j * k + p] as f64)
                     .sum();
-                c[i * n + j] = beta * c[i * n + j] + s as f32;
+                // BLAS convention: beta = 0 does not read c (it may hold anything).
+                let prev = if beta == 0.0 {
+                    0.0
+                } else {
+                    beta * c[i * n + j]
+                };
+                c[i * n + j] = prev + s as f32;
             }
         }
     }
@@ -109,7 +115,13 @@ impl Backend for NaiveBackend {
                 let s: f64 = (0..k)
                     .map(|p| a[i * k + p] as f64 * b[p * n + j] as f64)
                     .sum();
-                c[i * n + j] = beta * c[i * n + j] + s as f32;
+                // BLAS convention: beta = 0 does not read c (it may hold anything).
+                let prev = if beta == 0.0 {
+                    0.0
+                } else {
+                    beta * c[i * n + j]
+                };
+                c[i * n + j] = prev + s as f32;
             }
         }
     }
@@ -129,7 +141,13 @@ impl Backend for NaiveBackend {
                 let s: f64 = (0..k)
                     .map(|p| a[p * m + i] as f64 * b[p * n + j] as f64)
                     .sum();
-                c[i * n + j] = beta * c[i * n + j] + s as f32;
+                // BLAS convention: beta = 0 does not read c (it may hold anything).
+                let prev = if beta == 0.0 {
+                    0.0
+                } else {
+                    beta * c[i * n + j]
+                };
+                c[i * n + j] = prev + s as f32;
             }
         }
     }

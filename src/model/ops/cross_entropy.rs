@@ -14,6 +14,7 @@
 use super::{check_len, vexp, IGNORE_INDEX};
 use crate::backend::{Backend, LinearWeight};
 use crate::error::{Error, Result};
+use crate::model::bufs::BufferPool;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
@@ -39,7 +40,7 @@ pub fn cross_entropy_forward(
     targets: &[i32],    // [n]
     head: &LmHead,
 ) -> Result<()> {
-    run(Some(losses), Mode::Forward, hidden, targets, head)
+    run(Some(losses), Mode::Forward, hidden, targets, head, None)
 }
 
 /// `dhidden[n, d] += dlosses[r] · (softmax(logits[r]) − onehot(target[r])) · W` (logits recomputed).
@@ -56,6 +57,7 @@ pub fn cross_entropy_backward(
         hidden,
         targets,
         head,
+        None,
     )
 }
 
@@ -74,6 +76,29 @@ pub fn cross_entropy_forward_backward(
         hidden,
         targets,
         head,
+        None,
+    )
+}
+
+/// `cross_entropy_forward_backward` with its scratch (row inputs, a weight tile, a logits tile,
+/// accumulated row gradients, target weight rows) taken from `pool` and given back (training
+/// reuses it every step).
+pub(crate) fn cross_entropy_train(
+    pool: &BufferPool,
+    losses: &mut [f32],  // [n]
+    dhidden: &mut [f32], // [n, d]
+    dlosses: &[f32],     // [n]
+    hidden: &[f32],      // [n, d]
+    targets: &[i32],     // [n]
+    head: &LmHead,
+) -> Result<()> {
+    run(
+        Some(losses),
+        Mode::Backward { dhidden, dlosses },
+        hidden,
+        targets,
+        head,
+        Some(pool),
     )
 }
 
@@ -83,6 +108,7 @@ fn run(
     hidden: &[f32],
     targets: &[i32],
     head: &LmHead,
+    pool: Option<&BufferPool>,
 ) -> Result<()> {
     let (d, n_vocab) = (head.weight.n_in, head.weight.n_out);
     let n = targets.len();
@@ -118,15 +144,19 @@ fn run(
     };
     let tile = VOCAB_TILE.min(n_vocab);
     let c_max = head.chunk_rows.min(rows.len());
-    let mut x = vec![0f32; c_max * d]; // [c, d]
-    let mut w = vec![0f32; tile * d]; // [tile, d]: rows v0..v1 of the weight
-    let mut logits = vec![0f32; c_max * tile]; // [c, tile]
-
-    // Backward: the accumulated `softmax·W` of each row and its target's weight row.
-    let (mut dx, mut wt_rows) = match mode {
-        Mode::Backward { .. } => (vec![0f32; c_max * d], vec![0f32; c_max * d]), // [c, d] each
-        Mode::Forward => (Vec::new(), Vec::new()),
-    };
+    // One scratch buffer, every part written before it is read (stale memory from a pool is
+    // fine): x [c, d] rows copied in, w [tile, d] decoded, logits [c, tile] a product with
+    // beta = 0; backward: acc [c, d] (the accumulated softmax·W) zeroed per chunk, wt [c, d]
+    // (each row's target weight row) written when its target's tile is seen.
+    let backward = matches!(mode, Mode::Backward { .. });
+    let row_grads = if backward { c_max * d } else { 0 };
+    let sizes = [c_max * d, tile * d, c_max * tile, row_grads, row_grads];
+    let total = sizes.iter().sum();
+    let mut scratch = pool.map_or_else(|| vec![0f32; total], |p| p.take(total));
+    let (x, rest) = scratch.split_at_mut(sizes[0]);
+    let (w, rest) = rest.split_at_mut(sizes[1]);
+    let (logits, rest) = rest.split_at_mut(sizes[2]);
+    let (dx, wt_rows) = rest.split_at_mut(sizes[3]);
     for chunk in rows.chunks(head.chunk_rows.max(1)) {
         let c = chunk.len();
         for (xr, &r) in x.chunks_exact_mut(d).zip(chunk) {
@@ -148,8 +178,8 @@ fn run(
             walk_tiles(
                 head,
                 &x[..c * d],
-                &mut w,
-                &mut logits,
+                w,
+                logits,
                 &|v0, i, row| {
                     let target = target_in(v0, row.len(), i).map(|t| row[t]);
                     lock(&stats[i])?.add(row, target);
@@ -177,8 +207,8 @@ fn run(
         walk_tiles(
             head,
             &x[..c * d],
-            &mut w,
-            &mut logits,
+            w,
+            logits,
             &|v0, i, row| {
                 let target = target_in(v0, row.len(), i).map(|t| row[t]);
                 let mut st = lock(&stats[i])?;
@@ -221,6 +251,9 @@ fn run(
                 *o += k * a - g * wv;
             }
         }
+    }
+    if let Some(p) = pool {
+        p.give_back(scratch);
     }
     Ok(())
 }

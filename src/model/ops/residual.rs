@@ -1,6 +1,7 @@
 //! Residual connections: `out = a + b`.
 
-use super::check_len;
+use super::{check_len, for_each_part, rows_per_task};
+use crate::backend::Backend;
 use crate::error::Result;
 
 /// `out[n] = a[n] + b[n]`.
@@ -42,4 +43,21 @@ pub fn add_inplace(
         *a += v;
     }
     Ok(())
+}
+
+/// `residual_forward` on the backend's threads, over contiguous ranges (same result).
+pub fn residual_forward_on(
+    backend: &dyn Backend,
+    out: &mut [f32], // [n]
+    a: &[f32],       // [n]
+    b: &[f32],       // [n]
+) -> Result<()> {
+    check_len("residual a", a.len(), &[out.len()])?;
+    check_len("residual b", b.len(), &[out.len()])?;
+    let per = rows_per_task(backend, out.len(), 1);
+    let parts: Vec<&mut [f32]> = out.chunks_mut(per).collect();
+    for_each_part(backend, "residual", parts, &|i, o| {
+        let r = i * per..i * per + o.len();
+        residual_forward(o, &a[r.clone()], &b[r])
+    })
 }

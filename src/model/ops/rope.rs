@@ -4,7 +4,8 @@
 //! by the linear scaling factor and by `rope_freqs[i]` when present (Llama-3 scaling, which the
 //! converter stores as per-frequency divisors), and `θ = pos · inv_freq[i]` as an f32 product.
 
-use super::check_len;
+use super::{check_len, for_each_part, rows_per_task};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::config::{RopeConfig, RopeLayout};
 
@@ -155,5 +156,75 @@ pub fn rope_backward(
 ) -> Result<()> {
     table.apply(dx, positions, n_heads, head_dim, |g0, g1, c, s| {
         (g0 * c + g1 * s, -g0 * s + g1 * c)
+    })
+}
+
+/// `rope_forward` on the backend's threads, over ranges of rows (same result).
+pub fn rope_forward_on(
+    backend: &dyn Backend,
+    x: &mut [f32],       // [n, n_heads, head_dim]
+    positions: &[usize], // [n]
+    table: &RopeTable,
+    n_heads: usize,
+    head_dim: usize,
+) -> Result<()> {
+    rows_on(
+        backend,
+        rope_forward,
+        x,
+        positions,
+        table,
+        n_heads,
+        head_dim,
+    )
+}
+
+/// `rope_backward` on the backend's threads, over ranges of rows (same result).
+pub fn rope_backward_on(
+    backend: &dyn Backend,
+    dx: &mut [f32],      // [n, n_heads, head_dim]
+    positions: &[usize], // [n]
+    table: &RopeTable,
+    n_heads: usize,
+    head_dim: usize,
+) -> Result<()> {
+    rows_on(
+        backend,
+        rope_backward,
+        dx,
+        positions,
+        table,
+        n_heads,
+        head_dim,
+    )
+}
+
+type RopeFn = fn(&mut [f32], &[usize], &RopeTable, usize, usize) -> Result<()>;
+
+fn rows_on(
+    backend: &dyn Backend,
+    f: RopeFn,
+    x: &mut [f32],
+    positions: &[usize],
+    table: &RopeTable,
+    n_heads: usize,
+    head_dim: usize,
+) -> Result<()> {
+    let (n, row) = (positions.len(), n_heads * head_dim);
+    let per = rows_per_task(backend, n, row);
+    if per >= n || row == 0 {
+        return f(x, positions, table, n_heads, head_dim);
+    }
+    table.check(x.len(), positions, n_heads, head_dim)?;
+    let parts: Vec<&mut [f32]> = x.chunks_mut(per * row).collect();
+    for_each_part(backend, "rope", parts, &|i, xs| {
+        let r0 = i * per;
+        f(
+            xs,
+            &positions[r0..r0 + xs.len() / row],
+            table,
+            n_heads,
+            head_dim,
+        )
     })
 }

@@ -1,10 +1,9 @@
 //! The SwiGLU gate of the Llama MLP: `h = silu(gate) · up`, `silu(g) = g · σ(g)`.
 
-use super::{check_len, vexp};
+use super::{check_len, for_each_part, rows_per_task, vexp};
 use crate::backend::Backend;
 use crate::cpu::per_level;
 use crate::error::Result;
-use std::sync::Mutex;
 
 #[inline(always)]
 fn sigmoid(x: f32) -> f32 {
@@ -61,9 +60,6 @@ pub fn swiglu_backward(
     Ok(())
 }
 
-/// Elements below which the threaded versions run on the caller (the split would cost more).
-const PARALLEL_MIN: usize = 1 << 14;
-
 /// `swiglu_forward` on the backend's threads (contiguous ranges; same result).
 pub fn swiglu_forward_on(
     backend: &dyn Backend,
@@ -73,12 +69,11 @@ pub fn swiglu_forward_on(
 ) -> Result<()> {
     check_len("swiglu gate", gate.len(), &[out.len()])?;
     check_len("swiglu up", up.len(), &[out.len()])?;
-    let per = range_len(backend, out.len());
-    let parts: Vec<Mutex<&mut [f32]>> = out.chunks_mut(per).map(Mutex::new).collect();
-    backend.parallel_for(parts.len(), &|i| {
-        let mut o = lock(&parts[i])?;
+    let per = rows_per_task(backend, out.len(), 1);
+    let parts: Vec<&mut [f32]> = out.chunks_mut(per).collect();
+    for_each_part(backend, "swiglu", parts, &|i, o| {
         let r = i * per..i * per + o.len();
-        swiglu_forward(&mut o, &gate[r.clone()], &up[r])
+        swiglu_forward(o, &gate[r.clone()], &up[r])
     })
 }
 
@@ -100,36 +95,18 @@ pub fn swiglu_backward_on(
         check_len(what, len, &[n])?;
     }
     check_len("swiglu up", up.len(), &[n])?;
-    let per = range_len(backend, n);
-    let parts: Vec<Mutex<(&mut [f32], &mut [f32])>> = dgate
-        .chunks_mut(per)
-        .zip(dup.chunks_mut(per))
-        .map(Mutex::new)
-        .collect();
-    backend.parallel_for(parts.len(), &|i| {
-        let mut p = lock(&parts[i])?;
-        let (dg, du) = &mut *p;
+    let per = rows_per_task(backend, n, 1);
+    let parts: Vec<(&mut [f32], &mut [f32])> =
+        dgate.chunks_mut(per).zip(dup.chunks_mut(per)).collect();
+    for_each_part(backend, "swiglu", parts, &|i, (dg, du)| {
         let r = i * per..i * per + dg.len();
         swiglu_backward(dg, du, &dout[r.clone()], &gate[r.clone()], &up[r])
     })
 }
 
-/// Elements per task: all of them below `PARALLEL_MIN`, else an even split over the threads.
-fn range_len(backend: &dyn Backend, n: usize) -> usize {
-    if n < PARALLEL_MIN {
-        n.max(1)
-    } else {
-        n.div_ceil(backend.threads().max(1)).max(1)
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
-    m.lock()
-        .map_err(|_| crate::Error::InvalidArgument("swiglu: a worker panicked".into()))
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::PARALLEL_MIN;
     use super::*;
     use crate::backend::cpu::CpuBackend;
 
