@@ -399,7 +399,8 @@ fn consumers(inp: &PlanInput, f: &Facts, c: Choice) -> Vec<Consumer> {
         "the largest packed left operand (kept between calls)".into(),
     );
     let per_thread = f.one_thread.scratch_bytes(0, widest) as u64;
-    let workers = if inp.threads > 1 { inp.threads + 1 } else { 1 };
+    // The backend's threads: the caller and `threads − 1` workers, each with its own tile.
+    let workers = inp.threads.max(1);
     add(
         "dequant tiles (per thread)",
         Always,
