@@ -137,28 +137,59 @@ fn best_kernel(f: &Format, level: SimdLevel) -> Option<&SimdDecode> {
 /// Decodes with the kernels of `level` (or the best lower level the format has). `level` must be
 /// one of `crate::cpu::available_levels()`.
 pub fn dequantize_at(level: SimdLevel, ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
-    let f = format(ty).ok_or_else(|| {
-        Error::Unsupported(format!(
-            "dequantizing {ty} (type id {}): no decoder for this type",
-            ty.id()
-        ))
-    })?;
-    check_lengths(f, false, src.len(), dst.len())?;
-    if !crate::cpu::available_levels().contains(&level) {
-        return Err(Error::InvalidArgument(format!(
-            "dequantizing {ty}: SIMD level {} is not available on this CPU (available: {:?})",
-            level.name(),
-            crate::cpu::available_levels()
-        )));
+    BlockDecoder::new(level, ty)?.decode(src, dst)
+}
+
+/// The decoder of one type at one SIMD level, looked up once: callers that decode a weight a few
+/// blocks at a time (the GEMM's packing) pay the table lookups and checks of `dequantize_at`
+/// once per weight instead of once per call.
+#[derive(Clone, Copy)]
+pub struct BlockDecoder {
+    f: &'static Format,
+    kernel: Option<&'static SimdDecode>,
+}
+
+impl BlockDecoder {
+    /// `ty`'s best decoder at or below `level` (which must be one of
+    /// `crate::cpu::available_levels()`).
+    pub fn new(level: SimdLevel, ty: GgmlType) -> Result<BlockDecoder> {
+        let f = format(ty).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "dequantizing {ty} (type id {}): no decoder for this type",
+                ty.id()
+            ))
+        })?;
+        if !crate::cpu::available_levels().contains(&level) {
+            return Err(Error::InvalidArgument(format!(
+                "dequantizing {ty}: SIMD level {} is not available on this CPU (available: {:?})",
+                level.name(),
+                crate::cpu::available_levels()
+            )));
+        }
+        Ok(BlockDecoder {
+            f,
+            kernel: best_kernel(f, level),
+        })
     }
-    match best_kernel(f, level) {
-        // SAFETY: `best_kernel` only returns kernels whose level is in
-        // `crate::cpu::available_levels()`, i.e. the CPU has every feature the kernel enables.
-        // Kernels read and write only inside the slices they are given.
-        Some(k) => unsafe { (k.kernel)(src, dst) },
-        None => (f.decode)(src, dst),
+
+    /// Decodes whole blocks: `src` must be whole blocks and `dst` exactly their elements.
+    #[inline]
+    pub fn decode(&self, src: &[u8], dst: &mut [f32]) -> Result<()> {
+        let f = self.f;
+        if !src.len().is_multiple_of(f.block_bytes)
+            || src.len() / f.block_bytes * f.block_elems != dst.len()
+        {
+            check_lengths(f, false, src.len(), dst.len())?;
+        }
+        match self.kernel {
+            // SAFETY: `best_kernel` only returns kernels whose level is in
+            // `crate::cpu::available_levels()`, i.e. the CPU has every feature the kernel enables.
+            // Kernels read and write only inside the slices they are given.
+            Some(k) => unsafe { (k.kernel)(src, dst) },
+            None => (f.decode)(src, dst),
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<()> {

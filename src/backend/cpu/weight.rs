@@ -9,6 +9,7 @@ use crate::cpu::SimdLevel;
 use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 use crate::quant::nf4::Nf4View;
+use crate::quant::BlockDecoder;
 use crate::weights::WeightData;
 
 enum Storage<'a> {
@@ -19,6 +20,7 @@ enum Storage<'a> {
         ty: GgmlType,
         bytes: &'a [u8],
         row_bytes: usize,
+        dec: BlockDecoder,
     },
     /// NF4: rows need not align with NF4 blocks; any element range decodes.
     Nf4(Nf4View<'a>),
@@ -75,6 +77,7 @@ impl<'a> WeightRows<'a> {
                         ty,
                         bytes,
                         row_bytes,
+                        dec: BlockDecoder::new(level, ty)?,
                     },
                     _ => {
                         return Err(Error::Unsupported(format!(
@@ -129,15 +132,11 @@ impl<'a> WeightRows<'a> {
                 Ok(())
             }
             Storage::Ggml {
-                ty,
                 bytes,
                 row_bytes,
-            } => decode_blocks(
-                self.level,
-                ty,
-                &bytes[row0 * row_bytes..(row0 + rows) * row_bytes],
-                dst,
-            ),
+                dec,
+                ..
+            } => dec.decode(&bytes[row0 * row_bytes..(row0 + rows) * row_bytes], dst),
             Storage::Nf4(view) => view.dequantize_range_at(self.level, row0 * self.n_in, dst),
         }
     }
@@ -156,15 +155,16 @@ impl<'a> WeightRows<'a> {
                 ty,
                 bytes,
                 row_bytes,
+                dec,
             } => {
                 let (bs, ts) = (ty.block_size(), ty.type_size());
                 let (b0, b1) = (c0 / bs, c1.div_ceil(bs));
                 let src = &bytes[row * row_bytes + b0 * ts..row * row_bytes + b1 * ts];
                 if c0.is_multiple_of(bs) && c1.is_multiple_of(bs) {
-                    decode_blocks(self.level, ty, src, dst)
+                    dec.decode(src, dst)
                 } else {
                     tmp.resize((b1 - b0) * bs, 0.0);
-                    decode_blocks(self.level, ty, src, tmp)?;
+                    dec.decode(src, tmp)?;
                     let skip = c0 - b0 * bs;
                     dst.copy_from_slice(&tmp[skip..skip + dst.len()]);
                     Ok(())
@@ -173,9 +173,4 @@ impl<'a> WeightRows<'a> {
             Storage::Nf4(view) => view.dequantize_range_at(self.level, row * self.n_in + c0, dst),
         }
     }
-}
-
-/// Decodes whole blocks of `ty` with `crate::quant` (F32 included: the unaligned case).
-fn decode_blocks(level: SimdLevel, ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<()> {
-    crate::quant::dequantize_at(level, ty, src, dst)
 }
