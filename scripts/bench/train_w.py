@@ -25,6 +25,7 @@ configuration) and `edgetune train --compute bf16`; the ceiling is then torch's 
 
 Usage: .venv/bin/python scripts/bench/train_w.py [--steps 10] [--rounds 3] [--targets qkvo|all-linear] [--compute f32|bf16]
        [--edgetune target/release/edgetune] [--model models/SmolLM2-135M-Instruct.Q4_1.gguf]
+       [--edgetune-model models/smollm2-nf4.gguf]
        [--only torch|edgetune] [--json OUT.json]
 Needs torch, transformers and peft (scripts/setup-python.sh --reference).
 """
@@ -178,6 +179,9 @@ def main():
     ap.add_argument("--compute", choices=["f32", "bf16"], default="f32")
     ap.add_argument("--model", default=str(root / "models/SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--edgetune", default=str(root / "target/release/edgetune"))
+    ap.add_argument("--edgetune-model",
+                    help="the GGUF edgetune trains on (default: --model), e.g. an NF4 file from "
+                         "`edgetune quantize --type nf4` (transformers cannot read NF4)")
     ap.add_argument("--only", choices=["torch", "edgetune"])
     ap.add_argument("--json")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -188,7 +192,8 @@ def main():
 
     cfg = model_config(args.model)
     flops = flops_per_token(cfg, TARGETS[args.targets], 8)
-    results = {"workload": {"model": args.model, "targets": args.targets, "compute": args.compute,
+    results = {"workload": {"model": args.model, "edgetune_model": args.edgetune_model or args.model,
+                            "targets": args.targets, "compute": args.compute,
                             "seq": SEQ, "threads": THREADS, "steps": args.steps, "rounds": args.rounds,
                             "gflop_per_token": flops / 1e9}}
     rounds = {"torch_peft": [], "edgetune": []}
@@ -208,7 +213,8 @@ def main():
             if args.only != "torch":
                 targets = ",".join(TARGETS[args.targets])
                 out_dir = os.path.join(tmp, f"out{rnd}")
-                _, rss, anon = run_measured([args.edgetune, "train", args.model, "--data", data, "-o",
+                _, rss, anon = run_measured([args.edgetune, "train", args.edgetune_model or args.model,
+                                             "--data", data, "-o",
                                              out_dir, "--steps", str(args.steps + 2), "--seq-len",
                                              str(SEQ), "--rank", "8", "--alpha", "16", "--targets",
                                              targets, "--threads", str(THREADS), "--no-shuffle",
