@@ -367,61 +367,83 @@ unsafe fn merge_run<S: Lanes>(o: *mut f32, acc: S::V, beta: f32) {
     }
 }
 
-/// Runs the broadcast job over `t`: `R`-row by `NV·L`-column tiles summed over `p` in order; the
-/// columns left over one element at a time with the same multiply-add.
+/// One broadcast tile: rows `r0..r0+nr` (`nr <= R`; the last row repeats to fill `R`), columns
+/// `c..c + NV·L`, summed over `p` in order, merged into the output.
+///
+/// # Safety
+/// As `bcast_task`; the tile lies in the task's rectangle.
+#[inline(always)]
+unsafe fn bcast_tile<S: Lanes, const R: usize>(job: &BcastJob, r0: usize, nr: usize, c: usize) {
+    let (sp, out) = (job.s.as_ptr(), job.out.ptr());
+    let mut s = [sp; R];
+    for (r, sr) in s.iter_mut().enumerate() {
+        // SAFETY: row `r0 + min(r, nr-1)` of s is in the slice (caller).
+        *sr = unsafe { sp.add((r0 + r.min(nr - 1)) * job.sr) };
+    }
+    // SAFETY: reads of s at `p·sp` and of v at `p·lv + c..c + NV·L` for `p < k` are in the slices
+    // (caller: the tile's columns are below the rectangle's end); features (caller).
+    unsafe {
+        let mut acc = [[S::zero(); NV]; R];
+        let mut v = job.v.as_ptr().add(c);
+        for p in 0..job.k {
+            let vv = [S::load(v), S::load(v.add(S::L))];
+            for (row, sr) in acc.iter_mut().zip(&s) {
+                let b = S::splat(*sr.add(p * job.sp));
+                for (a, &x) in row.iter_mut().zip(&vv) {
+                    *a = S::fma(b, x, *a);
+                }
+            }
+            v = v.add(job.lv);
+        }
+        for (r, row) in acc.iter().enumerate().take(nr) {
+            let o = out.add((r0 + r) * job.rs + c * job.cs);
+            if job.cs == 1 {
+                for (q, &a) in row.iter().enumerate() {
+                    merge_run::<S>(o.add(q * S::L), a, job.beta);
+                }
+            } else {
+                let mut tmp = [0f32; 64];
+                for (q, &a) in row.iter().enumerate() {
+                    S::store(tmp.as_mut_ptr().add(q * S::L), a);
+                }
+                for (e, &x) in tmp[..NV * S::L].iter().enumerate() {
+                    merge(&mut *o.add(e * job.cs), x, job.beta);
+                }
+            }
+        }
+    }
+}
+
+/// Runs the broadcast job over `t` in `R`-row by `NV·L`-column tiles; the columns left over one
+/// element at a time with the same multiply-add. A short sum (`k <= SMALL`) walks tiles along
+/// the rows of the output (its rows of `s` stay in registers' reach, `v` in L1); a long one
+/// along the columns (each `k x NV·L` strip of `v` serves every row).
 ///
 /// # Safety
 /// As `dot_task`, for the broadcast job's slices.
 #[inline(always)]
 unsafe fn bcast_task<S: Lanes, const R: usize>(job: &BcastJob, t: Rect) {
     let w = NV * S::L;
-    let (sp, vp, out) = (job.s.as_ptr(), job.v.as_ptr(), job.out.ptr());
-    let mut c = t.c0;
-    while c + w <= t.c1 {
+    let c_end = t.c0 + (t.c1 - t.c0) / w * w;
+    if job.k <= SMALL {
         for r0 in (t.r0..t.r1).step_by(R) {
-            let nr = R.min(t.r1 - r0);
-            let mut s = [sp; R];
-            for (r, sr) in s.iter_mut().enumerate() {
-                // SAFETY: row `r0 + min(r, nr-1)` of s is in the slice (caller).
-                *sr = unsafe { sp.add((r0 + r.min(nr - 1)) * job.sr) };
-            }
-            // SAFETY: reads of s at `p·sp` and of v at `p·lv + c..c+w` for `p < k` are in the
-            // slices (caller: columns below t.c1); features (caller).
-            unsafe {
-                let mut acc = [[S::zero(); NV]; R];
-                let mut v = vp.add(c);
-                for p in 0..job.k {
-                    let vv = [S::load(v), S::load(v.add(S::L))];
-                    for (row, sr) in acc.iter_mut().zip(&s) {
-                        let b = S::splat(*sr.add(p * job.sp));
-                        for (a, &x) in row.iter_mut().zip(&vv) {
-                            *a = S::fma(b, x, *a);
-                        }
-                    }
-                    v = v.add(job.lv);
-                }
-                for (r, row) in acc.iter().enumerate().take(nr) {
-                    let o = out.add((r0 + r) * job.rs + c * job.cs);
-                    if job.cs == 1 {
-                        for (q, &a) in row.iter().enumerate() {
-                            merge_run::<S>(o.add(q * S::L), a, job.beta);
-                        }
-                    } else {
-                        let mut tmp = [0f32; 64];
-                        for (q, &a) in row.iter().enumerate() {
-                            S::store(tmp.as_mut_ptr().add(q * S::L), a);
-                        }
-                        for (e, &x) in tmp[..w].iter().enumerate() {
-                            merge(&mut *o.add(e * job.cs), x, job.beta);
-                        }
-                    }
-                }
+            for c in (t.c0..c_end).step_by(w) {
+                // SAFETY: the tile lies in `t` (rows below t.r1, columns below c_end <= t.c1);
+                // the rest is the caller's.
+                unsafe { bcast_tile::<S, R>(job, r0, R.min(t.r1 - r0), c) };
             }
         }
-        c += w;
+    } else {
+        for c in (t.c0..c_end).step_by(w) {
+            for r0 in (t.r0..t.r1).step_by(R) {
+                // SAFETY: as above.
+                unsafe { bcast_tile::<S, R>(job, r0, R.min(t.r1 - r0), c) };
+            }
+        }
     }
+    let out = job.out.ptr();
     for r in t.r0..t.r1 {
-        for e in c..t.c1 {
+        for e in c_end..t.c1 {
             let mut acc = 0f32;
             for p in 0..job.k {
                 acc = S::madd(job.s[p * job.sp + r * job.sr], job.v[p * job.lv + e], acc);
