@@ -8,7 +8,7 @@
 //! GEMMs they do not even depend on the thread count (see `gemm.rs`).
 //!
 //! Files: `kernels/` (microkernels, dot, axpy per level), `pack.rs` (panel layouts), `gemm.rs`
-//! (blocking and threading), `skinny.rs` (products with one size of at most 16, LoRA's rank:
+//! (blocking and threading), `skinny.rs` (products with `m` or `n` at most 16, LoRA's rank:
 //! `CpuBackend::gemm` routes them there), `weight.rs` (decoding ranges of weight rows),
 //! `linear.rs` (linear forward/backward and the matrix-vector path), `bf16.rs` (bf16 compute:
 //! rounding and pair packing).
