@@ -7,10 +7,11 @@
 //! f32 accumulation), `ceiling` (matrixmultiply), `q4_1_forward` / `q4_1_backward` (linear layers
 //! through Q4_1 weights in the real block layout); then a best-of-N summary table with f32 and
 //! bf16 side by side and the ratios to the f32 ceiling (`cargo bench --bench gemm -- summary`
-//! prints only the table).
+//! prints only the table). `skinny_*`: the six products of a rank-8 LoRA step (`cargo bench
+//! --bench gemm -- skinny`).
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use edgetune::backend::cpu::CpuBackend;
+use edgetune::backend::cpu::{CpuBackend, GemmOp};
 use edgetune::backend::{Backend, Compute, LinearWeight};
 use edgetune::gguf::GgmlType;
 use edgetune::weights::WeightData;
@@ -228,7 +229,52 @@ fn q4_1_linear(c: &mut Criterion) {
     quantized(c, GgmlType::Q4_1, q4_1);
 }
 
-criterion_group!(benches, f32_gemm, bf16_gemm, ceiling, q4_1_linear);
+/// LoRA rank for the skinny products.
+const RANK: usize = 8;
+
+/// The six products of a rank-`RANK` LoRA step on a `n_in -> n_out` layer (src/adapters/lora.rs):
+/// `(name, op, [m, n, k])`.
+fn lora_products(n_in: usize, n_out: usize) -> [(&'static str, GemmOp, [usize; 3]); 6] {
+    let r = RANK;
+    [
+        ("h=x.At", GemmOp::Nt, [M, r, n_in]),
+        ("y+=h.Bt", GemmOp::Nt, [M, n_out, r]),
+        ("dB=dyt.h", GemmOp::Tn, [n_out, r, M]),
+        ("g=dy.B", GemmOp::Nn, [M, r, n_out]),
+        ("dA=gt.x", GemmOp::Tn, [r, n_in, M]),
+        ("dx+=g.A", GemmOp::Nn, [M, n_in, r]),
+    ]
+}
+
+/// LoRA's skinny products (rank 8, m = 256) at the q (576 -> 576) and k (576 -> 192) shapes, f32.
+fn skinny(c: &mut Criterion) {
+    let backends = backends(Compute::F32);
+    for (n_in, n_out) in [(576, 576), (576, 192)] {
+        let mut g = c.benchmark_group(format!("skinny_{}", name(n_in, n_out)));
+        g.sample_size(20)
+            .warm_up_time(Duration::from_millis(200))
+            .measurement_time(Duration::from_secs(1));
+        for (what, op, [m, n, k]) in lora_products(n_in, n_out) {
+            let (a, b) = (data(m * k, 1), data(n * k, 2));
+            let mut out = data(m * n, 3);
+            g.throughput(Throughput::Elements((2 * m * n * k) as u64));
+            for be in &backends {
+                g.bench_function(
+                    BenchmarkId::new(format!("ours_t{}", be.threads()), what),
+                    |bch| {
+                        bch.iter(|| {
+                            be.gemm(op, &a, &b, &mut out, [m, n, k], 1.0)
+                                .expect("sizes")
+                        })
+                    },
+                );
+            }
+        }
+        g.finish();
+    }
+}
+
+criterion_group!(benches, f32_gemm, bf16_gemm, ceiling, q4_1_linear, skinny);
 
 /// Best-of-`reps` GFLOP/s of `f` (the best run is the one least disturbed by other processes,
 /// which matters on shared machines where medians measure the neighbours).
@@ -324,7 +370,11 @@ fn main() {
     }
     // `cargo bench` passes --bench; `cargo test` passes nothing (criterion's test mode: each
     // bench once) and gets no summary.
-    if args.iter().any(|a| a == "--bench" || a == "summary") {
+    // A name filter (`-- skinny`) runs only the matching criterion benches.
+    let filtered = args[1..]
+        .iter()
+        .any(|a| !a.starts_with('-') && a != "summary");
+    if args.iter().any(|a| a == "summary") || (args.iter().any(|a| a == "--bench") && !filtered) {
         summary();
     }
 }

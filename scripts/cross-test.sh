@@ -63,6 +63,7 @@ A64_TESTS=(
     --test quant_simd --test quant_gguf_py
     --test nf4_kernels --test nf4_bitsandbytes
     --test backend_gemm
+    --test backend_skinny
     --test model_ops --test model_tiny --test model_config --test model_errors
     --test adapters_grad
     --test optim_kernels --test optim_reference --test optim_store
@@ -83,7 +84,7 @@ if want android; then
 fi
 
 # --- armv7 (32-bit Raspberry Pi OS): scalar fallback, 32-bit usize.
-ARMV7_TESTS=(--lib --test quant_simd --test nf4_kernels --test backend_gemm --test model_ops
+ARMV7_TESTS=(--lib --test quant_simd --test nf4_kernels --test backend_gemm --test backend_skinny --test model_ops
     --test optim_kernels --test gguf_reader)
 if want armv7; then
     step "armv7 Linux: tests under qemu-arm"

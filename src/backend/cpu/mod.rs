@@ -9,9 +9,11 @@
 //! GEMMs they do not even depend on the thread count (see `gemm.rs`).
 //!
 //! Files: `kernels/` (microkernels, dot, axpy per level), `pack.rs` (panel layouts), `gemm.rs`
-//! (blocking and threading), `pool.rs` (the threads), `weight.rs` (decoding ranges of weight rows), `linear.rs` (linear
-//! forward/backward and the matrix-vector path), `bf16.rs` (bf16 compute: rounding and pair
-//! packing).
+//! (blocking and threading), `skinny.rs` (products with `m` or `n` at most 16, LoRA's rank:
+//! `CpuBackend::gemm` routes them there), `pool.rs` (the threads), `weight.rs`
+//! (decoding ranges of weight rows),
+//! `linear.rs` (linear forward/backward and the matrix-vector path), `bf16.rs` (bf16 compute:
+//! rounding and pair packing).
 //!
 //! `Compute::Bf16` rounds the inputs of every product to bf16 while they are packed and
 //! accumulates in f32: with the AVX-512 BF16 kernel where the CPU has one (pair panels, half the
@@ -28,6 +30,7 @@ mod kernels;
 mod linear;
 mod pack;
 mod pool;
+mod skinny;
 mod weight;
 
 pub use bf16::round_bf16;
@@ -152,6 +155,19 @@ impl CpuBackend {
         check("a", a.len(), m, k)?;
         check("b", b.len(), n, k)?;
         check("c", c.len(), m, n)?;
+        if skinny::fits([m, n, k]) {
+            return skinny::gemm(
+                &self.pool,
+                self.kernels,
+                self.path,
+                op,
+                a,
+                b,
+                c,
+                [m, n, k],
+                beta,
+            );
+        }
         let (av, bv) = match op {
             GemmOp::Nt => (Dense::row_major(a, k), Dense::transposed(b, k)),
             GemmOp::Nn => (Dense::row_major(a, k), Dense::row_major(b, n)),
