@@ -71,6 +71,7 @@ pub fn attention_forward_gemm(
     let (hd, nk) = (d.head_dim, d.n_prefix + d.n_kv);
     let group = d.n_head / d.n_head_kv;
     let scale = 1.0 / (hd as f32).sqrt();
+    let level = crate::cpu::simd_level();
     let keys = gather_kv(x.prefix_k, x.k, d); // [n_head_kv, nk, hd]
     let vals = gather_kv(x.prefix_v, x.v, d); // [n_head_kv, nk, hd]
     let n_blocks = d.n_q.div_ceil(QB);
@@ -100,8 +101,9 @@ pub fn attention_forward_gemm(
         let (o, l) = &mut *slot;
         for (r, sr) in s.chunks_exact_mut(nv_max).enumerate() {
             let nv = n_visible(d, i0 + r);
+            // `scale > 0`, so the max of the scaled scores is the scaled max, bit for bit.
             let max = vexp::max(&sr[..nv]) * scale;
-            vexp::exp_affine(crate::cpu::simd_level(), &mut sr[..nv], scale, max);
+            vexp::exp_affine(level, &mut sr[..nv], scale, max);
             let sum = vexp::sum(&sr[..nv]);
             let inv = 1.0 / sum;
             sr[..nv].iter_mut().for_each(|v| *v *= inv);
@@ -157,6 +159,7 @@ pub fn attention_backward_gemm(
     let nk = d.n_prefix + d.n_kv;
     let group = d.n_head / d.n_head_kv;
     let scale = 1.0 / (hd as f32).sqrt();
+    let level = crate::cpu::simd_level();
     let keys = gather_kv(x.prefix_k, x.k, d); // [n_head_kv, nk, hd]
     let vals = gather_kv(x.prefix_v, x.v, d); // [n_head_kv, nk, hd]
     let mut dq_h = vec![0f32; d.n_head * d.n_q * hd]; // [n_head, n_q, hd]
@@ -204,7 +207,7 @@ pub fn attention_backward_gemm(
                 let nv = n_visible(d, i);
                 let l = lse[i * d.n_head + h];
                 let bd = big_d[r];
-                vexp::exp_affine(crate::cpu::simd_level(), &mut pr[..nv], scale, l);
+                vexp::exp_affine(level, &mut pr[..nv], scale, l);
                 for (pj, dj) in pr[..nv].iter().zip(&mut dsr[..nv]) {
                     *dj = *pj * (*dj - bd) * scale;
                 }
