@@ -424,24 +424,28 @@ fn run_task(
                         unsafe {
                             micro(path, kern, d, a_panel, b_panel, c.ptr().add(off), ldc, beta)
                         };
-                    } else if cols == nr
+                    } else {
+                        // A full-width partial row panel goes straight into C where the level
+                        // has a row kernel.
                         // SAFETY: panels as above; rows `ir..ir + rows` of the full-width tile at
                         // `off` lie inside C and this task's rectangle.
-                        && unsafe {
-                            micro_rows(
-                                path,
-                                kern,
-                                rows,
-                                d,
-                                a_panel,
-                                b_panel,
-                                c.ptr().add(off),
-                                ldc,
-                                beta,
-                            )
+                        let direct = cols == nr
+                            && unsafe {
+                                micro_rows(
+                                    path,
+                                    kern,
+                                    rows,
+                                    d,
+                                    a_panel,
+                                    b_panel,
+                                    c.ptr().add(off),
+                                    ldc,
+                                    beta,
+                                )
+                            };
+                        if direct {
+                            continue;
                         }
-                    {
-                    } else {
                         // SAFETY: panels as above; `tile` holds `mr·nr <= MAX_TILE` floats.
                         unsafe {
                             micro(path, kern, d, a_panel, b_panel, tile.as_mut_ptr(), nr, 0.0)
